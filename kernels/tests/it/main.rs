@@ -1,0 +1,3 @@
+//! Integration tests of gonka-kernels, one binary.
+
+mod spec_vectors;
