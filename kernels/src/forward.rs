@@ -75,6 +75,24 @@ pub fn forward_batch(
     s: &mut ForwardScratch,
     out: &mut [f32],
 ) {
+    let done = forward_batch_until(model, rope, inputs, batch, precision, s, out, &|| false);
+    debug_assert!(done, "a forward pass that is never cancelled completes");
+}
+
+/// [`forward_batch`] that asks `cancelled` before each layer and gives up
+/// (returning `false`, `out` unspecified) once it says yes: a Sprint's deadline
+/// cuts a long batch short instead of waiting seconds for it.
+#[allow(clippy::too_many_arguments)] // The batch, its buffers and the model: splitting them hides nothing.
+pub fn forward_batch_until(
+    model: &Model,
+    rope: &Rope,
+    inputs: &[f32],
+    batch: usize,
+    precision: Precision,
+    s: &mut ForwardScratch,
+    out: &mut [f32],
+    cancelled: &dyn Fn() -> bool,
+) -> bool {
     let _span = tracy_client::span!("forward_batch");
     let c: &ModelConfig = &model.config;
     let (d, t, f) = (c.dim, c.seq, c.ffn);
@@ -83,6 +101,9 @@ pub fn forward_batch(
     assert_eq!(out.len(), batch * c.vocab, "out must be [batch, V]");
     resize(&mut s.x, rows * d).copy_from_slice(inputs);
     for (l, w) in model.layers.iter().enumerate() {
+        if cancelled() {
+            return false;
+        }
         let last = l + 1 == c.layers;
         // Attention block over all rows.
         rms_norm_rows(&s.x, d, resize(&mut s.a, rows * d));
@@ -108,6 +129,7 @@ pub fn forward_batch(
     }
     rms_norm_rows(&s.last_x, d, resize(&mut s.a, batch * d));
     matmul(&s.a, batch, &model.w_out, out, false, precision, &mut s.gemm);
+    true
 }
 
 /// `out = v / sqrt(mean(v²) + ε)` for each row of width `d`.

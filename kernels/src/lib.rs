@@ -22,8 +22,10 @@ pub mod config;
 pub mod encoding;
 pub mod forward;
 pub mod gemm;
+pub mod miner;
 pub mod model;
 pub mod pow;
+pub mod validate;
 
 pub use config::ModelConfig;
 pub use encoding::Hash32;

@@ -151,3 +151,34 @@ mod tests {
         }
     }
 }
+
+/// Nonces per proof that the default difficulty aims at (spec §5).
+pub const DEFAULT_NONCES_PER_PROOF: f64 = 900.0;
+
+/// The default `r_target` for an output size: the spec §5 estimate for one
+/// proof in [`DEFAULT_NONCES_PER_PROOF`] nonces. Named sizes are constants
+/// (so no platform's `exp` can move a chain parameter); others are computed.
+pub fn default_r_target(vocab: usize) -> f32 {
+    match vocab {
+        256 => f32::from_bits(DEFAULT_R_TARGET_BITS[0]),
+        1024 => f32::from_bits(DEFAULT_R_TARGET_BITS[1]),
+        8192 => f32::from_bits(DEFAULT_R_TARGET_BITS[2]),
+        v => r_target_for_rate(v, DEFAULT_NONCES_PER_PROOF),
+    }
+}
+
+/// `r_target_for_rate(V, 900)` for V = 256, 1024, 8192, as f32 bits.
+const DEFAULT_R_TARGET_BITS: [u32; 3] = [0x3fa2_cc97, 0x3fac_2686, 0x3fb1_ef2b];
+
+#[cfg(test)]
+mod default_target_tests {
+    use super::*;
+
+    #[test]
+    fn default_r_targets_match_the_estimate() {
+        for (i, v) in [256usize, 1024, 8192].into_iter().enumerate() {
+            let r = r_target_for_rate(v, DEFAULT_NONCES_PER_PROOF);
+            assert_eq!(DEFAULT_R_TARGET_BITS[i], r.to_bits(), "default r_target for V={v}");
+        }
+    }
+}

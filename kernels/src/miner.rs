@@ -1,0 +1,235 @@
+//! The Sprint miner: all cores run batched forward passes over disjoint nonce
+//! ranges until a deadline or a cancel, collecting every nonce whose distance
+//! falls below `r_target`.
+//!
+//! ```text
+//!  NonceAllocator ──ranges──► producer thread: inputs [B·T,d] + permutations
+//!                                   │ bounded channel (2 batches per worker)
+//!                 ┌─────────────────┼─────────────────┐
+//!              worker 0          worker 1   …      worker N−1   (forward, distance)
+//!                 └──── proofs, counters ───► caller thread: progress callback
+//! ```
+//!
+//! Inputs for the next batches are generated while the workers compute, so
+//! the cores never wait on ChaCha. Each worker runs its whole batch on its own
+//! core (no barrier per matrix product); the weights are shared read-only.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam::channel;
+
+use crate::encoding::Hash32;
+use crate::forward::{ForwardScratch, Rope, forward_batch_until};
+use crate::gemm::Precision;
+use crate::model::Model;
+use crate::pow;
+
+/// One proof: a nonce and its distance (f64, as the spec computes it).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Proof {
+    /// The nonce.
+    pub nonce: u64,
+    /// Its distance to the target; below `r_target`.
+    pub dist: f64,
+}
+
+/// What the miner needs to know about the Sprint and the host.
+#[derive(Clone, Debug)]
+pub struct MinerConfig {
+    /// The Sprint seed.
+    pub sprint_seed: Hash32,
+    /// `H("gonka/node-seed", pubkey)` of the mining host.
+    pub node_seed: Hash32,
+    /// Distance threshold.
+    pub r_target: f32,
+    /// Activation precision of the forward pass.
+    pub precision: Precision,
+    /// Nonces per batch and worker.
+    pub batch: usize,
+    /// Worker threads (one per core is best).
+    pub threads: usize,
+    /// First nonce; ranges are handed out upward from it.
+    pub first_nonce: u64,
+}
+
+/// Stops a Sprint: a deadline, a flag another thread may set, or both.
+#[derive(Clone, Debug, Default)]
+pub struct StopSignal {
+    deadline: Option<Instant>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl StopSignal {
+    /// Stops at `deadline`.
+    pub fn at(deadline: Instant) -> Self {
+        Self { deadline: Some(deadline), cancel: Arc::default() }
+    }
+
+    /// Stops after `d` from now.
+    pub fn after(d: Duration) -> Self {
+        Self::at(Instant::now() + d)
+    }
+
+    /// Asks every worker to stop as soon as it can.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    /// The flag behind [`Self::cancel`], e.g. for a Ctrl-C handler.
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        self.cancel.clone()
+    }
+
+    /// Whether mining must stop now.
+    pub fn is_stopped(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed) || self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+}
+
+/// A snapshot for progress display.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Progress {
+    /// Nonces whose distance was computed.
+    pub nonces: u64,
+    /// Proofs found so far.
+    pub proofs: u64,
+    /// Time since mining started.
+    pub elapsed: Duration,
+}
+
+impl Progress {
+    /// Nonces per second so far.
+    pub fn rate(&self) -> f64 {
+        self.nonces as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// The outcome of a Sprint.
+#[derive(Clone, Debug)]
+pub struct MineReport {
+    /// Every proof found, sorted by nonce.
+    pub proofs: Vec<Proof>,
+    /// Nonces fully computed (cancelled batches do not count).
+    pub nonces: u64,
+    /// Wall time of mining, without model init.
+    pub elapsed: Duration,
+}
+
+/// One batch of prepared work.
+struct Work {
+    first: u64,
+    inputs: Vec<f32>,
+    perms: Vec<u32>,
+}
+
+/// How often the caller's progress callback runs.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+/// Mines until `stop` fires, calling `on_progress` about twice a second on the
+/// calling thread.
+pub fn mine(model: &Model, cfg: &MinerConfig, stop: &StopSignal, on_progress: &mut dyn FnMut(&Progress)) -> MineReport {
+    let _span = tracy_client::span!("mine");
+    let c = model.config;
+    let threads = cfg.threads.max(1);
+    let batch = cfg.batch.max(1);
+    let target = pow::target(&cfg.sprint_seed, c.vocab);
+    let rope = Rope::new(c.seq, c.head_dim());
+    let nonces_done = AtomicU64::new(0);
+    let proofs_found = AtomicU64::new(0);
+    let proofs = Mutex::new(Vec::new());
+    let start = Instant::now();
+    let live = AtomicUsize::new(threads);
+    let (tx, rx) = channel::bounded::<Work>(2 * threads);
+    std::thread::scope(|scope| {
+        scope.spawn(|| produce(cfg, c.seq * c.dim, c.vocab, batch, stop, tx));
+        for _ in 0..threads {
+            let rx = rx.clone();
+            let (rope, target, proofs, nonces_done, proofs_found, live) =
+                (&rope, &target, &proofs, &nonces_done, &proofs_found, &live);
+            scope.spawn(move || {
+                // Counted down on every exit, a panic included, so the caller never waits forever.
+                let _alive = LiveGuard(live);
+                let mut scratch = ForwardScratch::default();
+                let mut out = vec![0f32; batch * c.vocab];
+                let cancelled = || stop.is_stopped();
+                for work in rx.iter() {
+                    let _span = tracy_client::span!("mine_batch");
+                    if !forward_batch_until(model, rope, &work.inputs, batch, cfg.precision, &mut scratch, &mut out, &cancelled) {
+                        break;
+                    }
+                    let mut found = Vec::new();
+                    for i in 0..batch {
+                        let y = &out[i * c.vocab..(i + 1) * c.vocab];
+                        let dist = pow::distance(y, &work.perms[i * c.vocab..(i + 1) * c.vocab], target);
+                        if dist < cfg.r_target as f64 {
+                            found.push(Proof { nonce: work.first + i as u64, dist });
+                        }
+                    }
+                    nonces_done.fetch_add(batch as u64, Ordering::Relaxed);
+                    proofs_found.fetch_add(found.len() as u64, Ordering::Relaxed);
+                    if !found.is_empty() {
+                        proofs.lock().unwrap_or_else(|e| e.into_inner()).extend(found);
+                    }
+                }
+            });
+        }
+        drop(rx);
+        // The caller's thread reports progress until every worker is done.
+        let snapshot = || Progress {
+            nonces: nonces_done.load(Ordering::Relaxed),
+            proofs: proofs_found.load(Ordering::Relaxed),
+            elapsed: start.elapsed(),
+        };
+        let mut last_report = Instant::now();
+        while live.load(Ordering::Acquire) > 0 {
+            std::thread::sleep(Duration::from_millis(20));
+            if last_report.elapsed() >= PROGRESS_EVERY {
+                last_report = Instant::now();
+                on_progress(&snapshot());
+            }
+        }
+        on_progress(&snapshot());
+    });
+    let elapsed = start.elapsed();
+    let mut proofs = proofs.into_inner().unwrap_or_else(|e| e.into_inner());
+    proofs.sort_by_key(|p| p.nonce);
+    MineReport { proofs, nonces: nonces_done.into_inner(), elapsed }
+}
+
+/// Prepares batches of inputs and permutations for consecutive nonce ranges
+/// until `stop` fires or the workers are gone.
+fn produce(cfg: &MinerConfig, input_len: usize, vocab: usize, batch: usize, stop: &StopSignal, tx: channel::Sender<Work>) {
+    let mut words = Vec::new();
+    let mut next = cfg.first_nonce;
+    while !stop.is_stopped() {
+        let Some(end) = next.checked_add(batch as u64) else { break };
+        let mut work = Work { first: next, inputs: vec![0f32; batch * input_len], perms: vec![0u32; batch * vocab] };
+        for i in 0..batch {
+            let nonce = next + i as u64;
+            pow::fill_input(&cfg.sprint_seed, &cfg.node_seed, nonce, &mut work.inputs[i * input_len..(i + 1) * input_len], &mut words);
+            pow::fill_permutation(&cfg.sprint_seed, &cfg.node_seed, nonce, &mut work.perms[i * vocab..(i + 1) * vocab], &mut words);
+        }
+        next = end;
+        // Wait for room, but look at the stop signal now and then.
+        let mut pending = work;
+        loop {
+            match tx.send_timeout(pending, Duration::from_millis(50)) {
+                Ok(()) => break,
+                Err(channel::SendTimeoutError::Timeout(w)) if !stop.is_stopped() => pending = w,
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// Decrements the count of live workers when a worker ends.
+struct LiveGuard<'a>(&'a AtomicUsize);
+
+impl Drop for LiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
+}
