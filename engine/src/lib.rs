@@ -1,1 +1,16 @@
-//! placeholder
+//! The protocol of the Gonka host: types (rkyv), crypto (blst BLS, beacon,
+//! selection), the chain state machine as bevy_ecs systems, the host's local
+//! work (mining, serving, validating), the node runtime.
+//!
+//! Start with [`crypto`] (host keys, domain-separated BLS signatures) and
+//! [`proofs`] (the Sprint proof batch a host submits: its rkyv format, its
+//! commitment, the validator's auditable sample and offline verification).
+//!
+//! ```text
+//!   gonka-kernels ──► miner ──► ProofBatch ──sign──► file / wire
+//!                                                 │
+//!   validator: decode ─► check_batch ─► sample(sig over commitment) ─► recompute ─► binomial verdict
+//! ```
+
+pub mod crypto;
+pub mod proofs;
