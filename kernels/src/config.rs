@@ -66,7 +66,7 @@ impl ModelConfig {
         if self.vocab < 2 || self.seq == 0 {
             return bad("vocab must be at least 2 and seq at least 1");
         }
-        if self.dim % self.heads != 0 || self.head_dim() % 2 != 0 {
+        if !self.dim.is_multiple_of(self.heads) || !self.head_dim().is_multiple_of(2) {
             return bad("dim must split into heads of even size (rotary pairs)");
         }
         Ok(())

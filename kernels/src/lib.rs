@@ -17,6 +17,7 @@
 //!
 //! Feature `profile`: Tracy spans on the miner and the forward pass.
 
+pub mod bench;
 pub mod chacha;
 pub mod config;
 pub mod encoding;

@@ -130,7 +130,12 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
 /// Mines until `stop` fires, calling `on_progress` about twice a second on the
 /// calling thread.
-pub fn mine(model: &Model, cfg: &MinerConfig, stop: &StopSignal, on_progress: &mut dyn FnMut(&Progress)) -> MineReport {
+pub fn mine(
+    model: &Model,
+    cfg: &MinerConfig,
+    stop: &StopSignal,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> MineReport {
     let _span = tracy_client::span!("mine");
     let c = model.config;
     let threads = cfg.threads.max(1);
@@ -157,7 +162,16 @@ pub fn mine(model: &Model, cfg: &MinerConfig, stop: &StopSignal, on_progress: &m
                 let cancelled = || stop.is_stopped();
                 for work in rx.iter() {
                     let _span = tracy_client::span!("mine_batch");
-                    if !forward_batch_until(model, rope, &work.inputs, batch, cfg.precision, &mut scratch, &mut out, &cancelled) {
+                    if !forward_batch_until(
+                        model,
+                        rope,
+                        &work.inputs,
+                        batch,
+                        cfg.precision,
+                        &mut scratch,
+                        &mut out,
+                        &cancelled,
+                    ) {
                         break;
                     }
                     let mut found = Vec::new();
@@ -201,16 +215,36 @@ pub fn mine(model: &Model, cfg: &MinerConfig, stop: &StopSignal, on_progress: &m
 
 /// Prepares batches of inputs and permutations for consecutive nonce ranges
 /// until `stop` fires or the workers are gone.
-fn produce(cfg: &MinerConfig, input_len: usize, vocab: usize, batch: usize, stop: &StopSignal, tx: channel::Sender<Work>) {
+fn produce(
+    cfg: &MinerConfig,
+    input_len: usize,
+    vocab: usize,
+    batch: usize,
+    stop: &StopSignal,
+    tx: channel::Sender<Work>,
+) {
     let mut words = Vec::new();
     let mut next = cfg.first_nonce;
     while !stop.is_stopped() {
         let Some(end) = next.checked_add(batch as u64) else { break };
-        let mut work = Work { first: next, inputs: vec![0f32; batch * input_len], perms: vec![0u32; batch * vocab] };
+        let mut work =
+            Work { first: next, inputs: vec![0f32; batch * input_len], perms: vec![0u32; batch * vocab] };
         for i in 0..batch {
             let nonce = next + i as u64;
-            pow::fill_input(&cfg.sprint_seed, &cfg.node_seed, nonce, &mut work.inputs[i * input_len..(i + 1) * input_len], &mut words);
-            pow::fill_permutation(&cfg.sprint_seed, &cfg.node_seed, nonce, &mut work.perms[i * vocab..(i + 1) * vocab], &mut words);
+            pow::fill_input(
+                &cfg.sprint_seed,
+                &cfg.node_seed,
+                nonce,
+                &mut work.inputs[i * input_len..(i + 1) * input_len],
+                &mut words,
+            );
+            pow::fill_permutation(
+                &cfg.sprint_seed,
+                &cfg.node_seed,
+                nonce,
+                &mut work.perms[i * vocab..(i + 1) * vocab],
+                &mut words,
+            );
         }
         next = end;
         // Wait for room, but look at the stop signal now and then.

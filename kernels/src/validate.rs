@@ -126,7 +126,13 @@ pub fn recompute_distances(
                     let len = c.seq * c.dim;
                     let mut inputs = vec![0f32; ns.len() * len];
                     for (i, &n) in ns.iter().enumerate() {
-                        pow::fill_input(sprint_seed, node_seed, n, &mut inputs[i * len..(i + 1) * len], &mut words);
+                        pow::fill_input(
+                            sprint_seed,
+                            node_seed,
+                            n,
+                            &mut inputs[i * len..(i + 1) * len],
+                            &mut words,
+                        );
                     }
                     let mut y = vec![0f32; ns.len() * c.vocab];
                     forward_batch(model, &rope, &inputs, ns.len(), precision, &mut scratch, &mut y);
@@ -142,7 +148,11 @@ pub fn recompute_distances(
 }
 
 /// Judges sampled claims `(nonce, claimed distance)` against their recomputed distances.
-pub fn judge(claims: &[(u64, f64)], recomputed: &[f64], p: &ValidationParams) -> Result<Verdict, ValidationError> {
+pub fn judge(
+    claims: &[(u64, f64)],
+    recomputed: &[f64],
+    p: &ValidationParams,
+) -> Result<Verdict, ValidationError> {
     assert_eq!(claims.len(), recomputed.len(), "one recomputed distance per claim");
     if claims.is_empty() {
         return Err(ValidationError::EmptySample);
@@ -151,7 +161,7 @@ pub fn judge(claims: &[(u64, f64)], recomputed: &[f64], p: &ValidationParams) ->
     let mut mismatches = Vec::new();
     let mut max_abs_diff = 0f64;
     for (&(nonce, claimed), &got) in claims.iter().zip(recomputed) {
-        if !(claimed < p.r_target as f64) {
+        if claimed.is_nan() || claimed >= p.r_target as f64 {
             return Err(ValidationError::ClaimNotBelowTarget { nonce, claimed, r_target: p.r_target });
         }
         if !got.is_finite() {
@@ -163,7 +173,13 @@ pub fn judge(claims: &[(u64, f64)], recomputed: &[f64], p: &ValidationParams) ->
         }
     }
     let p_value = binomial_upper_tail(claims.len() as u64, mismatches.len() as u64, p.honest_mismatch_rate);
-    Ok(Verdict { sampled: claims.len(), fraudulent: p_value < p.fraud_threshold, mismatches, p_value, max_abs_diff })
+    Ok(Verdict {
+        sampled: claims.len(),
+        fraudulent: p_value < p.fraud_threshold,
+        mismatches,
+        p_value,
+        max_abs_diff,
+    })
 }
 
 /// `P(X ≥ k)` for `X ~ Binomial(n, p)`, summed in log space so large `n` neither
@@ -215,7 +231,10 @@ mod tests {
         let p = ValidationParams::with_r_target(1.0);
         assert_eq!(judge(&[], &[], &p), Err(ValidationError::EmptySample));
         assert!(matches!(judge(&[(1, 1.0)], &[0.5], &p), Err(ValidationError::ClaimNotBelowTarget { .. })));
-        assert!(matches!(judge(&[(1, f64::NAN)], &[0.5], &p), Err(ValidationError::ClaimNotBelowTarget { .. })));
+        assert!(matches!(
+            judge(&[(1, f64::NAN)], &[0.5], &p),
+            Err(ValidationError::ClaimNotBelowTarget { .. })
+        ));
         assert!(matches!(judge(&[(1, 0.9)], &[f64::NAN], &p), Err(ValidationError::NotFinite { .. })));
     }
 

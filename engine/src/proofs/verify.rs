@@ -170,7 +170,7 @@ pub fn check_batch(
             return Err(VerifyError::Unsorted { index: index + 1, nonce: cur, previous: prev });
         }
     }
-    if let Some(p) = b.proofs.iter().find(|p| !(p.dist < expected as f64)) {
+    if let Some(p) = b.proofs.iter().find(|p| p.dist.is_nan() || p.dist >= expected as f64) {
         return Err(VerifyError::ClaimNotBelowTarget { nonce: p.nonce, dist: p.dist, r_target: expected });
     }
     crypto::verify(Domain::ProofBatch, &b.pubkey, &b.commitment(), &b.signature)?;

@@ -1,0 +1,3 @@
+//! Integration tests of gonka-engine, one binary.
+
+mod proof_files;
