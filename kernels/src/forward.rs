@@ -14,6 +14,7 @@
 use crate::config::ModelConfig;
 use crate::gemm::{GemmScratch, Precision, matmul};
 use crate::model::Model;
+use crate::simd::swiglu_rows;
 
 /// `ε` of RMSNorm (an f32 constant, spec §4).
 const RMS_EPS: f32 = 1e-5;
@@ -133,26 +134,8 @@ pub fn forward_batch_until(
 }
 
 /// `out = v / sqrt(mean(v²) + ε)` for each row of width `d`.
-pub fn rms_norm_rows(x: &[f32], d: usize, out: &mut [f32]) {
-    for (row, o) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-        let ss = sum_squares(row);
-        let inv = 1.0 / (ss / d as f32 + RMS_EPS).sqrt();
-        for (o, &v) in o.iter_mut().zip(row) {
-            *o = v * inv;
-        }
-    }
-}
-
-fn sum_squares(v: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let mut chunks = v.chunks_exact(16);
-    for c in &mut chunks {
-        for i in 0..16 {
-            acc[i] += c[i] * c[i];
-        }
-    }
-    let tail: f32 = chunks.remainder().iter().map(|x| x * x).sum();
-    acc.iter().sum::<f32>() + tail
+fn rms_norm_rows(x: &[f32], d: usize, out: &mut [f32]) {
+    crate::simd::rms_norm_rows(x, d, RMS_EPS, out);
 }
 
 /// Rotates the `(2i, 2i+1)` feature pairs of every head of `q` and `k`.
@@ -215,15 +198,5 @@ fn gather_last(x: &[f32], batch: usize, t: usize, d: usize, out: &mut [f32]) {
     for b in 0..batch {
         let src = (b * t + t - 1) * d;
         out[b * d..(b + 1) * d].copy_from_slice(&x[src..src + d]);
-    }
-}
-
-/// `h = silu(gate) ⊙ up` for rows laid out `[gate (f) | up (f)]`.
-fn swiglu_rows(ffn: &[f32], f: usize, h: &mut [f32]) {
-    for (row, out) in ffn.chunks_exact(2 * f).zip(h.chunks_exact_mut(f)) {
-        let (gate, up) = row.split_at(f);
-        for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
-            *o = g / (1.0 + (-g).exp()) * u;
-        }
     }
 }

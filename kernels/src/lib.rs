@@ -26,6 +26,7 @@ pub mod gemm;
 pub mod miner;
 pub mod model;
 pub mod pow;
+pub mod simd;
 pub mod validate;
 
 pub use config::ModelConfig;
