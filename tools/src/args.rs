@@ -66,7 +66,7 @@ pub fn duration(s: &str) -> anyhow::Result<Duration> {
         "h" => v * 3600.0,
         _ => bail!("unknown duration unit {unit:?} (use ms, s, m or h)"),
     };
-    if !(secs.is_finite() && secs >= 0.0 && secs < 1e7) {
+    if !(0.0..1e7).contains(&secs) {
         bail!("duration {s:?} out of range");
     }
     Ok(Duration::from_secs_f64(secs))

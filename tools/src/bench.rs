@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Args;
-use gonka_kernels::bench::{MinerRate, miner_rate, peak_gemm_gflops};
+use gonka_kernels::bench::{MinerRate, miner_rate};
+use gonka_kernels::gemm::{kernel_name, measure_peak_gflops};
 use gonka_kernels::model::Model;
 use gonka_kernels::pow::default_r_target;
 
@@ -47,8 +48,12 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<ExitCode> {
     let model = Model::generate(&config, &seed);
     let init_s = t0.elapsed().as_secs_f64();
     println!("model {config}: init {init_s:.2} s on {threads} threads");
-    let peak = peak_gemm_gflops(precision, threads, 3.0);
-    println!("peak GEMM ({}, {threads} threads): {peak:.1} GFLOP/s", args::precision_name(precision));
+    let peak = measure_peak_gflops(precision, threads, 3.0);
+    println!(
+        "peak GEMM ({}, kernel {}, {threads} threads): {peak:.1} GFLOP/s",
+        args::precision_name(precision),
+        kernel_name(precision)
+    );
     let mut best = None;
     for &b in &batches {
         let r = miner_rate(&model, &seed, precision, default_r_target(config.vocab), b, threads, a.seconds);

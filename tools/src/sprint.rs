@@ -119,7 +119,7 @@ pub fn mine_to_file(p: &SprintPlan<'_>) -> anyhow::Result<SprintSummary> {
         if tty {
             eprint!("\r{line} ");
             let _ = std::io::stderr().flush();
-        } else if calls % 10 == 0 {
+        } else if calls.is_multiple_of(10) {
             eprintln!("{line}");
         }
     };
