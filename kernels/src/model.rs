@@ -140,9 +140,9 @@ impl Model {
                 let mut next = || t.next().unwrap_or_default();
                 let (wq, wk, wv, wo, w1, w3, w2) = (next(), next(), next(), next(), next(), next(), next());
                 LayerWeights {
-                    wqkv: PackedWeight::from_rows(&[wq, wk, wv].concat(), 3 * d, d),
+                    wqkv: PackedWeight::from_row_blocks(&[&wq, &wk, &wv], d),
                     wo: PackedWeight::from_rows(&wo, d, d),
-                    w13: PackedWeight::from_rows(&[w1, w3].concat(), 2 * f, d),
+                    w13: PackedWeight::from_row_blocks(&[&w1, &w3], d),
                     w2: PackedWeight::from_rows(&w2, d, f),
                 }
             })

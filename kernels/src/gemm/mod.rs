@@ -64,6 +64,8 @@ mod x86;
 mod tests;
 
 use std::sync::OnceLock;
+
+use rayon::prelude::*;
 use std::time::Instant;
 
 /// Output features per weight panel: two 512-bit registers of f32.
@@ -113,21 +115,48 @@ impl PackedWeight {
     /// Packs a row-major `[n, k]` matrix of bf16 bit patterns.
     pub fn from_rows(rows: &[u16], n: usize, k: usize) -> Self {
         assert_eq!(rows.len(), n * k, "weight matrix must hold n·k values");
+        Self::pack(n, k, |r| &rows[r * k..(r + 1) * k])
+    }
+
+    /// Packs matrices stacked along `n` (each row-major `[n_i, k]`, `k > 0`)
+    /// as one, without first copying them together: this is how fused
+    /// projections such as `[wq; wk; wv]` are built.
+    pub fn from_row_blocks(blocks: &[&[u16]], k: usize) -> Self {
+        assert!(k > 0, "stacked blocks need k > 0 to know their row counts");
+        let mut starts = Vec::with_capacity(blocks.len());
+        let mut n = 0;
+        for b in blocks {
+            assert_eq!(b.len() % k, 0, "every block must hold whole rows of k values");
+            starts.push(n);
+            n += b.len() / k;
+        }
+        Self::pack(n, k, |r| {
+            let i = starts.partition_point(|&s| s <= r) - 1;
+            let local = r - starts[i];
+            &blocks[i][local * k..(local + 1) * k]
+        })
+    }
+
+    /// Packs `n` rows of `k` values, row `r` given by `row(r)`.
+    fn pack<'a>(n: usize, k: usize, row: impl Fn(usize) -> &'a [u16] + Sync) -> Self {
         let kpairs = k.div_ceil(2);
         let panels = n.div_ceil(NR);
         let mut data = vec![ZERO_LINE; 1 + panels * kpairs * 2];
         // `max(1)`: with k = 0 there are no lines to fill, and chunks must not be empty.
-        for (p, panel) in data[1..].chunks_exact_mut(2 * kpairs.max(1)).enumerate() {
-            for c in 0..NR.min(n - p * NR) {
-                let row = &rows[(p * NR + c) * k..(p * NR + c + 1) * k];
-                let (line, lane) = (c / 16, c % 16);
-                for (q, pair) in row.chunks(2).enumerate() {
-                    let words = &mut panel[2 * q + line].0;
-                    words[2 * lane] = pair[0];
-                    words[2 * lane + 1] = pair.get(1).copied().unwrap_or(0);
+        // Panels in parallel; inside one, pair-major so the 32 source rows are
+        // each read front to back and the lines are written in order.
+        data[1..].par_chunks_mut(2 * kpairs.max(1)).enumerate().for_each(|(p, panel)| {
+            let cols = NR.min(n - p * NR);
+            let rows: Vec<&[u16]> = (0..cols).map(|c| row(p * NR + c)).collect();
+            for (q, lines) in panel.chunks_exact_mut(2).enumerate() {
+                for (c, r) in rows.iter().enumerate() {
+                    let (line, lane) = (c / 16, c % 16);
+                    let words = &mut lines[line].0;
+                    words[2 * lane] = r[2 * q];
+                    words[2 * lane + 1] = r.get(2 * q + 1).copied().unwrap_or(0);
                 }
             }
-        }
+        });
         Self { n, k, kpairs, panels, data }
     }
 
