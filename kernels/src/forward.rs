@@ -14,7 +14,7 @@
 use crate::config::ModelConfig;
 use crate::gemm::{GemmScratch, Precision, matmul};
 use crate::model::Model;
-use crate::simd::swiglu_rows;
+use crate::simd::{exp_f32, swiglu_rows};
 
 /// `ε` of RMSNorm (an f32 constant, spec §4).
 const RMS_EPS: f32 = 1e-5;
@@ -176,7 +176,7 @@ fn causal_attention(qkv: &[f32], batch: usize, c: &ModelConfig, out: &mut [f32],
                 }
                 let mut total = 0.0f32;
                 for sc in &mut scores[..=qt] {
-                    *sc = (*sc - max).exp();
+                    *sc = exp_f32(*sc - max);
                     total += *sc;
                 }
                 let o = &mut o_block[qt * d + off..qt * d + off + e];
