@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
         precision: Precision::F32,
         threads: 1,
         batch: 2,
-        params: None,
+        params: Default::default(),
     };
     if verify_proof_file(data, &opts).is_ok() {
         let batch = decode_proof_file(data).expect("an accepted file decodes");

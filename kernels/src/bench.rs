@@ -4,10 +4,9 @@
 
 use std::time::Duration;
 
-use crate::encoding::Hash32;
-use crate::gemm::Precision;
 use crate::miner::{MinerConfig, Progress, StopSignal, mine};
-use crate::model::Model;
+use crate::sprint::SprintFunction;
+use crate::validate::recompute;
 
 /// One measured configuration of the miner.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -28,39 +27,14 @@ pub struct MinerRate {
     pub gflops: f64,
 }
 
-/// Runs the miner for `seconds` (after a warm-up of one batch per worker) and
-/// reports its rate.
-pub fn miner_rate(
-    model: &Model,
-    sprint_seed: &Hash32,
-    precision: Precision,
-    r_target: f32,
-    batch: usize,
-    threads: usize,
-    seconds: f64,
-) -> MinerRate {
-    let cfg = MinerConfig {
-        sprint_seed: *sprint_seed,
-        node_seed: crate::pow::node_seed(&[0xa5; 48]),
-        r_target,
-        precision,
-        batch,
-        threads,
-        first_nonce: 0,
-    };
+/// Runs the miner on `f` for `seconds` (after a warm-up of one batch per
+/// worker) and reports its rate.
+pub fn miner_rate<F: SprintFunction>(f: &F, batch: usize, threads: usize, seconds: f64) -> MinerRate {
     // Warm-up: touch every weight page and grow every buffer once.
-    let warm = MinerConfig { first_nonce: u64::MAX / 2, ..cfg.clone() };
-    let _ = crate::validate::recompute_distances(
-        model,
-        sprint_seed,
-        &warm.node_seed,
-        &(0..(batch * threads) as u64).collect::<Vec<_>>(),
-        precision,
-        batch,
-        threads,
-    );
-    let report =
-        mine(model, &cfg, &StopSignal::after(Duration::from_secs_f64(seconds)), &mut |_: &Progress| {});
+    let warm: Vec<u64> = (0..(batch * threads) as u64).map(|n| n + (u64::MAX >> 1)).collect();
+    let _ = recompute(f, &warm, batch, threads);
+    let cfg = MinerConfig { batch, threads, first_nonce: 0 };
+    let report = mine(f, &cfg, &StopSignal::after(Duration::from_secs_f64(seconds)), &mut |_: &Progress| {});
     let secs = report.elapsed.as_secs_f64();
     let rate = report.nonces as f64 / secs;
     MinerRate {
@@ -70,6 +44,6 @@ pub fn miner_rate(
         proofs: report.proofs.len() as u64,
         seconds: secs,
         nonces_per_s: rate,
-        gflops: rate * model.config.flops_per_nonce() / 1e9,
+        gflops: rate * f.config().flops_per_nonce() / 1e9,
     }
 }

@@ -27,6 +27,7 @@ pub mod miner;
 pub mod model;
 pub mod pow;
 pub mod simd;
+pub mod sprint;
 pub mod validate;
 
 pub use config::ModelConfig;

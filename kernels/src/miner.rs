@@ -1,12 +1,12 @@
 //! The Sprint miner: all cores run batched forward passes over disjoint nonce
-//! ranges until a deadline or a cancel, collecting every nonce whose distance
-//! falls below `r_target`.
+//! ranges until a deadline or a cancel, collecting every nonce the Sprint
+//! function ([`SprintFunction`]) calls a proof.
 //!
 //! ```text
-//!  NonceAllocator ──ranges──► producer thread: inputs [B·T,d] + permutations
+//!  consecutive ranges ──► producer thread: SprintFunction::prepare (inputs, permutations)
 //!                                   │ bounded channel (2 batches per worker)
 //!                 ┌─────────────────┼─────────────────┐
-//!              worker 0          worker 1   …      worker N−1   (forward, distance)
+//!              worker 0          worker 1   …      worker N−1   (SprintFunction::run)
 //!                 └──── proofs, counters ───► caller thread: progress callback
 //! ```
 //!
@@ -21,32 +21,20 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel;
 
-use crate::encoding::Hash32;
-use crate::forward::{ForwardScratch, Rope, forward_batch_until};
-use crate::gemm::Precision;
-use crate::model::Model;
-use crate::pow;
+use crate::sprint::{Scored, SprintFunction};
 
-/// One proof: a nonce and its distance (f64, as the spec computes it).
+/// One proof: a nonce and its score (v1: its distance, f64 as the spec computes it).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Proof {
     /// The nonce.
     pub nonce: u64,
-    /// Its distance to the target; below `r_target`.
+    /// Its score; a proof by the function's rule.
     pub dist: f64,
 }
 
-/// What the miner needs to know about the Sprint and the host.
+/// How the miner spreads its work.
 #[derive(Clone, Debug)]
 pub struct MinerConfig {
-    /// The Sprint seed.
-    pub sprint_seed: Hash32,
-    /// `H("gonka/node-seed", pubkey)` of the mining host.
-    pub node_seed: Hash32,
-    /// Distance threshold.
-    pub r_target: f32,
-    /// Activation precision of the forward pass.
-    pub precision: Precision,
     /// Nonces per batch and worker.
     pub batch: usize,
     /// Worker threads (one per core is best).
@@ -119,69 +107,51 @@ pub struct MineReport {
 }
 
 /// One batch of prepared work.
-struct Work {
+struct Work<P> {
     first: u64,
-    inputs: Vec<f32>,
-    perms: Vec<u32>,
+    prepared: P,
 }
 
 /// How often the caller's progress callback runs.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
-/// Mines until `stop` fires, calling `on_progress` about twice a second on the
-/// calling thread.
-pub fn mine(
-    model: &Model,
+/// Mines `f` until `stop` fires, calling `on_progress` about twice a second
+/// on the calling thread.
+pub fn mine<F: SprintFunction>(
+    f: &F,
     cfg: &MinerConfig,
     stop: &StopSignal,
     on_progress: &mut dyn FnMut(&Progress),
 ) -> MineReport {
     let _span = tracy_client::span!("mine");
-    let c = model.config;
     let threads = cfg.threads.max(1);
     let batch = cfg.batch.max(1);
-    let target = pow::target(&cfg.sprint_seed, c.vocab);
-    let rope = Rope::new(c.seq, c.head_dim());
     let nonces_done = AtomicU64::new(0);
     let proofs_found = AtomicU64::new(0);
     let proofs = Mutex::new(Vec::new());
     let start = Instant::now();
     let live = AtomicUsize::new(threads);
-    let (tx, rx) = channel::bounded::<Work>(2 * threads);
+    let (tx, rx) = channel::bounded::<Work<F::Prepared>>(2 * threads);
     std::thread::scope(|scope| {
-        scope.spawn(|| produce(cfg, c.seq * c.dim, c.vocab, batch, stop, tx));
+        scope.spawn(|| produce(f, cfg.first_nonce, batch, stop, tx));
         for _ in 0..threads {
             let rx = rx.clone();
-            let (rope, target, proofs, nonces_done, proofs_found, live) =
-                (&rope, &target, &proofs, &nonces_done, &proofs_found, &live);
+            let (proofs, nonces_done, proofs_found, live) = (&proofs, &nonces_done, &proofs_found, &live);
             scope.spawn(move || {
                 // Counted down on every exit, a panic included, so the caller never waits forever.
                 let _alive = LiveGuard(live);
-                let mut scratch = ForwardScratch::default();
-                let mut out = vec![0f32; batch * c.vocab];
+                let mut scratch = F::Scratch::default();
+                let mut out = vec![Scored::default(); batch];
                 let cancelled = || stop.is_stopped();
                 for work in rx.iter() {
                     let _span = tracy_client::span!("mine_batch");
-                    if !forward_batch_until(
-                        model,
-                        rope,
-                        &work.inputs,
-                        batch,
-                        cfg.precision,
-                        &mut scratch,
-                        &mut out,
-                        &cancelled,
-                    ) {
+                    if !f.run(&work.prepared, &mut scratch, &mut out, &cancelled) {
                         break;
                     }
-                    let mut found = Vec::new();
-                    for i in 0..batch {
-                        let y = &out[i * c.vocab..(i + 1) * c.vocab];
-                        let dist = pow::distance(y, &work.perms[i * c.vocab..(i + 1) * c.vocab], target);
-                        if dist < cfg.r_target as f64 {
-                            found.push(Proof { nonce: work.first + i as u64, dist });
-                        }
-                    }
+                    let found: Vec<Proof> = (0..batch)
+                        .filter(|&i| out[i].proof)
+                        .map(|i| Proof { nonce: work.first + i as u64, dist: out[i].score })
+                        .collect();
                     nonces_done.fetch_add(batch as u64, Ordering::Relaxed);
                     proofs_found.fetch_add(found.len() as u64, Ordering::Relaxed);
                     if !found.is_empty() {
@@ -213,42 +183,22 @@ pub fn mine(
     MineReport { proofs, nonces: nonces_done.into_inner(), elapsed }
 }
 
-/// Prepares batches of inputs and permutations for consecutive nonce ranges
-/// until `stop` fires or the workers are gone.
-fn produce(
-    cfg: &MinerConfig,
-    input_len: usize,
-    vocab: usize,
+/// Prepares batches for consecutive nonce ranges until `stop` fires or the
+/// workers are gone.
+fn produce<F: SprintFunction>(
+    f: &F,
+    first_nonce: u64,
     batch: usize,
     stop: &StopSignal,
-    tx: channel::Sender<Work>,
+    tx: channel::Sender<Work<F::Prepared>>,
 ) {
-    let mut words = Vec::new();
-    let mut next = cfg.first_nonce;
+    let mut next = first_nonce;
     while !stop.is_stopped() {
         let Some(end) = next.checked_add(batch as u64) else { break };
-        let mut work =
-            Work { first: next, inputs: vec![0f32; batch * input_len], perms: vec![0u32; batch * vocab] };
-        for i in 0..batch {
-            let nonce = next + i as u64;
-            pow::fill_input(
-                &cfg.sprint_seed,
-                &cfg.node_seed,
-                nonce,
-                &mut work.inputs[i * input_len..(i + 1) * input_len],
-                &mut words,
-            );
-            pow::fill_permutation(
-                &cfg.sprint_seed,
-                &cfg.node_seed,
-                nonce,
-                &mut work.perms[i * vocab..(i + 1) * vocab],
-                &mut words,
-            );
-        }
+        let nonces: Vec<u64> = (next..end).collect();
+        let mut pending = Work { first: next, prepared: f.prepare(&nonces) };
         next = end;
         // Wait for room, but look at the stop signal now and then.
-        let mut pending = work;
         loop {
             match tx.send_timeout(pending, Duration::from_millis(50)) {
                 Ok(()) => break,

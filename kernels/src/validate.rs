@@ -3,21 +3,16 @@
 //! one-sided binomial test.
 //!
 //! There is no path that passes a batch without recomputing it: an empty
-//! sample, a claim that is not below `r_target`, or a nonce that recomputes at
-//! or above `r_target + tolerance` is an error or a mismatch, never a pass.
+//! sample, a claim that is not a proof by its own account, or a nonce whose
+//! recomputation does not back it (v1: at or above `r_target + tolerance`) is
+//! an error or a mismatch, never a pass.
 
-use crate::encoding::Hash32;
-use crate::forward::{ForwardScratch, Rope, forward_batch};
-use crate::gemm::Precision;
-use crate::model::Model;
-use crate::pow;
+use crate::sprint::{Scored, SprintFunction};
 
 /// The chain parameters of validation, with their defaults.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ValidationParams {
-    /// The Sprint's distance threshold.
-    pub r_target: f32,
-    /// Honest numeric noise allowed above `r_target`. f32 against bf16
+    /// Honest numeric noise allowed above `r_target` (v1). f32 against bf16
     /// activations moves distances by at most 6e-4 on `small` (spec §7);
     /// a fabricated nonce lands about `1/sqrt(V)` ≥ 1e-2 above.
     pub tolerance: f32,
@@ -34,11 +29,9 @@ pub const DEFAULT_HONEST_MISMATCH_RATE: f64 = 1e-3;
 /// Default fraud threshold: with 200 samples, 4 mismatches convict, 3 do not.
 pub const DEFAULT_FRAUD_THRESHOLD: f64 = 1e-3;
 
-impl ValidationParams {
-    /// Defaults for a Sprint with this `r_target`.
-    pub fn with_r_target(r_target: f32) -> Self {
+impl Default for ValidationParams {
+    fn default() -> Self {
         Self {
-            r_target,
             tolerance: DEFAULT_TOLERANCE,
             honest_mismatch_rate: DEFAULT_HONEST_MISMATCH_RATE,
             fraud_threshold: DEFAULT_FRAUD_THRESHOLD,
@@ -78,98 +71,68 @@ pub enum ValidationError {
     /// Nothing to recompute.
     #[error("empty sample: a batch cannot be accepted without recomputing any proof")]
     EmptySample,
-    /// A claim is not a proof even by its own account.
-    #[error("nonce {nonce} claims distance {claimed}, which is not below r_target {r_target}")]
-    ClaimNotBelowTarget {
+    /// A claim that is not a proof even by its own account.
+    #[error("nonce {nonce} claims score {claimed}, which is not a proof by the Sprint's rule")]
+    ClaimNotAProof {
         /// The nonce.
         nonce: u64,
-        /// Its claimed distance.
+        /// Its claimed score.
         claimed: f64,
-        /// The Sprint's threshold.
-        r_target: f32,
     },
     /// The model's output was not a number.
-    #[error("recomputed distance of nonce {nonce} is not finite")]
+    #[error("recomputed score of nonce {nonce} is not finite")]
     NotFinite {
         /// The nonce.
         nonce: u64,
     },
 }
 
-/// Recomputes the distances of `nonces` for the host with `node_seed`, on
-/// `threads` cores in batches of `batch`.
-pub fn recompute_distances(
-    model: &Model,
-    sprint_seed: &Hash32,
-    node_seed: &Hash32,
-    nonces: &[u64],
-    precision: Precision,
-    batch: usize,
-    threads: usize,
-) -> Vec<f64> {
-    let _span = tracy_client::span!("recompute_distances");
-    let c = model.config;
-    let target = pow::target(sprint_seed, c.vocab);
-    let rope = Rope::new(c.seq, c.head_dim());
+/// Recomputes `nonces` with `f` on `threads` cores in batches of `batch`.
+pub fn recompute<F: SprintFunction>(f: &F, nonces: &[u64], batch: usize, threads: usize) -> Vec<Scored> {
+    let _span = tracy_client::span!("recompute");
     let batch = batch.max(1);
-    let mut dists = vec![0f64; nonces.len()];
-    let chunks: Vec<(&[u64], &mut [f64])> = nonces.chunks(batch).zip(dists.chunks_mut(batch)).collect();
-    let next = std::sync::Mutex::new(chunks.into_iter());
+    let mut scores = vec![Scored::default(); nonces.len()];
+    let jobs: Vec<(&[u64], &mut [Scored])> = nonces.chunks(batch).zip(scores.chunks_mut(batch)).collect();
+    let next = std::sync::Mutex::new(jobs.into_iter());
     std::thread::scope(|scope| {
         for _ in 0..threads.max(1) {
             scope.spawn(|| {
-                let mut scratch = ForwardScratch::default();
-                let (mut words, mut perm) = (Vec::new(), vec![0u32; c.vocab]);
+                let mut scratch = F::Scratch::default();
                 loop {
                     let job = next.lock().unwrap_or_else(|e| e.into_inner()).next();
                     let Some((ns, out)) = job else { break };
-                    let len = c.seq * c.dim;
-                    let mut inputs = vec![0f32; ns.len() * len];
-                    for (i, &n) in ns.iter().enumerate() {
-                        pow::fill_input(
-                            sprint_seed,
-                            node_seed,
-                            n,
-                            &mut inputs[i * len..(i + 1) * len],
-                            &mut words,
-                        );
-                    }
-                    let mut y = vec![0f32; ns.len() * c.vocab];
-                    forward_batch(model, &rope, &inputs, ns.len(), precision, &mut scratch, &mut y);
-                    for (i, (&n, d)) in ns.iter().zip(out.iter_mut()).enumerate() {
-                        pow::fill_permutation(sprint_seed, node_seed, n, &mut perm, &mut words);
-                        *d = pow::distance(&y[i * c.vocab..(i + 1) * c.vocab], &perm, &target);
-                    }
+                    let done = f.run(&f.prepare(ns), &mut scratch, out, &|| false);
+                    debug_assert!(done, "a run that is never cancelled completes");
                 }
             });
         }
     });
-    dists
+    scores
 }
 
-/// Judges sampled claims `(nonce, claimed distance)` against their recomputed distances.
-pub fn judge(
+/// Judges sampled claims `(nonce, claimed score)` against their recomputation by `f`.
+pub fn judge<F: SprintFunction>(
+    f: &F,
     claims: &[(u64, f64)],
-    recomputed: &[f64],
+    recomputed: &[Scored],
     p: &ValidationParams,
 ) -> Result<Verdict, ValidationError> {
-    assert_eq!(claims.len(), recomputed.len(), "one recomputed distance per claim");
+    assert_eq!(claims.len(), recomputed.len(), "one recomputation per claim");
     if claims.is_empty() {
         return Err(ValidationError::EmptySample);
     }
-    let limit = p.r_target as f64 + p.tolerance as f64;
     let mut mismatches = Vec::new();
     let mut max_abs_diff = 0f64;
-    for (&(nonce, claimed), &got) in claims.iter().zip(recomputed) {
-        if claimed.is_nan() || claimed >= p.r_target as f64 {
-            return Err(ValidationError::ClaimNotBelowTarget { nonce, claimed, r_target: p.r_target });
+    for (&(nonce, claimed), got) in claims.iter().zip(recomputed) {
+        if !f.claims_proof(claimed) {
+            return Err(ValidationError::ClaimNotAProof { nonce, claimed });
         }
-        if !got.is_finite() {
+        if !got.score.is_finite() {
             return Err(ValidationError::NotFinite { nonce });
         }
-        max_abs_diff = max_abs_diff.max((got - claimed).abs());
-        if got >= limit {
-            mismatches.push(Mismatch { nonce, claimed, recomputed: got });
+        max_abs_diff = max_abs_diff.max((got.score - claimed).abs());
+        if f.is_mismatch(got, p.tolerance as f64) {
+            mismatches.push(Mismatch { nonce, claimed, recomputed: got.score });
         }
     }
     let p_value = binomial_upper_tail(claims.len() as u64, mismatches.len() as u64, p.honest_mismatch_rate);
@@ -226,31 +189,65 @@ mod tests {
         assert!(binomial_upper_tail(200, 3, DEFAULT_HONEST_MISMATCH_RATE) >= DEFAULT_FRAUD_THRESHOLD);
     }
 
+    /// A function with v1's threshold rule and no model behind it.
+    struct Threshold(f64);
+
+    impl SprintFunction for Threshold {
+        type Prepared = ();
+        type Scratch = ();
+        fn version(&self) -> &'static str {
+            "test"
+        }
+        fn config(&self) -> &crate::ModelConfig {
+            &crate::config::TINY
+        }
+        fn prepare(&self, _: &[u64]) {}
+        fn run(&self, _: &(), _: &mut (), _: &mut [Scored], _: &dyn Fn() -> bool) -> bool {
+            true
+        }
+        fn claims_proof(&self, claimed: f64) -> bool {
+            claimed < self.0
+        }
+        fn is_mismatch(&self, r: &Scored, tolerance: f64) -> bool {
+            r.score.is_nan() || r.score >= self.0 + tolerance
+        }
+    }
+
+    fn scored(v: &[f64]) -> Vec<Scored> {
+        v.iter().map(|&score| Scored { score, proof: score < 1.0 }).collect()
+    }
+
     #[test]
     fn judge_rejects_empty_and_bad_claims() {
-        let p = ValidationParams::with_r_target(1.0);
-        assert_eq!(judge(&[], &[], &p), Err(ValidationError::EmptySample));
-        assert!(matches!(judge(&[(1, 1.0)], &[0.5], &p), Err(ValidationError::ClaimNotBelowTarget { .. })));
+        let (f, p) = (Threshold(1.0), ValidationParams::default());
+        assert_eq!(judge(&f, &[], &[], &p), Err(ValidationError::EmptySample));
         assert!(matches!(
-            judge(&[(1, f64::NAN)], &[0.5], &p),
-            Err(ValidationError::ClaimNotBelowTarget { .. })
+            judge(&f, &[(1, 1.0)], &scored(&[0.5]), &p),
+            Err(ValidationError::ClaimNotAProof { .. })
         ));
-        assert!(matches!(judge(&[(1, 0.9)], &[f64::NAN], &p), Err(ValidationError::NotFinite { .. })));
+        assert!(matches!(
+            judge(&f, &[(1, f64::NAN)], &scored(&[0.5]), &p),
+            Err(ValidationError::ClaimNotAProof { .. })
+        ));
+        assert!(matches!(
+            judge(&f, &[(1, 0.9)], &scored(&[f64::NAN]), &p),
+            Err(ValidationError::NotFinite { .. })
+        ));
     }
 
     #[test]
     fn judge_counts_mismatches_beyond_tolerance() {
-        let p = ValidationParams::with_r_target(1.0);
+        let (f, p) = (Threshold(1.0), ValidationParams::default());
         let claims: Vec<(u64, f64)> = (0..200).map(|n| (n, 0.99)).collect();
         // Within tolerance above r_target: honest noise, not a mismatch.
-        let honest = vec![1.0 + 0.5 * DEFAULT_TOLERANCE as f64; 200];
-        let v = judge(&claims, &honest, &p).expect("judgeable");
+        let honest = scored(&[1.0 + 0.5 * DEFAULT_TOLERANCE as f64; 200]);
+        let v = judge(&f, &claims, &honest, &p).expect("judgeable");
         assert!(v.mismatches.is_empty() && !v.fraudulent);
         let mut forged = vec![0.99; 200];
         for d in forged.iter_mut().take(4) {
             *d = 1.05;
         }
-        let v = judge(&claims, &forged, &p).expect("judgeable");
+        let v = judge(&f, &claims, &scored(&forged), &p).expect("judgeable");
         assert_eq!(v.mismatches.len(), 4);
         assert!(v.fraudulent, "4 mismatches of 200 must convict (p = {})", v.p_value);
     }

@@ -8,7 +8,8 @@ use clap::Args;
 use gonka_kernels::bench::{MinerRate, miner_rate};
 use gonka_kernels::gemm::{kernel_name, measure_peak_gflops};
 use gonka_kernels::model::Model;
-use gonka_kernels::pow::default_r_target;
+use gonka_kernels::pow::{default_r_target, node_seed};
+use gonka_kernels::sprint::SprintV1;
 
 use crate::args;
 
@@ -55,8 +56,9 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<ExitCode> {
         kernel_name(precision)
     );
     let mut best = None;
+    let f = SprintV1::new(&model, seed, node_seed(&[0xa5; 48]), default_r_target(config.vocab), precision);
     for &b in &batches {
-        let r = miner_rate(&model, &seed, precision, default_r_target(config.vocab), b, threads, a.seconds);
+        let r = miner_rate(&f, b, threads, a.seconds);
         println!(
             "batch {:>4}: {:>9.2} nonces/s  {:>7.1} GFLOP/s  {:>5.1}% of peak  ({} nonces, {} proofs in {:.1} s)",
             b,

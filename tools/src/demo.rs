@@ -67,7 +67,7 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<ExitCode> {
         precision: Precision::F32,
         threads,
         batch: 16,
-        params: None,
+        params: Default::default(),
     };
     let code = match verify_proof_file(&bytes, &opts) {
         Ok(r) => {

@@ -7,8 +7,10 @@ use std::process::ExitCode;
 use anyhow::bail;
 use clap::Args;
 use gonka_kernels::model::Model;
+use gonka_kernels::pow::default_r_target;
 use gonka_kernels::pow::node_seed;
-use gonka_kernels::validate::recompute_distances;
+use gonka_kernels::sprint::SprintV1;
+use gonka_kernels::validate::recompute;
 
 use crate::args;
 
@@ -48,15 +50,9 @@ pub fn run(a: &DistsArgs) -> anyhow::Result<ExitCode> {
     let precision = args::precision(&a.precision)?;
     let model = Model::generate(&config, &seed);
     let nonces: Vec<u64> = (first..=last).collect();
-    let dists = recompute_distances(
-        &model,
-        &seed,
-        &node_seed(&pubkey),
-        &nonces,
-        precision,
-        16,
-        args::threads(a.threads),
-    );
+    let f = SprintV1::new(&model, seed, node_seed(&pubkey), default_r_target(config.vocab), precision);
+    let dists: Vec<f64> =
+        recompute(&f, &nonces, 16, args::threads(a.threads)).iter().map(|s| s.score).collect();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     writeln!(out, "nonce,dist")?;
     for (n, d) in nonces.iter().zip(&dists) {

@@ -12,6 +12,7 @@ use gonka_engine::proofs::{ProofBatch, ProofEntry, encode_proof_file};
 use gonka_kernels::miner::{MinerConfig, Progress, StopSignal, mine};
 use gonka_kernels::model::Model;
 use gonka_kernels::pow::{default_r_target, expected_proof_rate, node_seed};
+use gonka_kernels::sprint::SprintV1;
 use gonka_kernels::{Hash32, ModelConfig, Precision};
 
 use crate::args;
@@ -89,15 +90,8 @@ pub fn mine_to_file(p: &SprintPlan<'_>) -> anyhow::Result<SprintSummary> {
         init.as_secs_f64(),
         model.bytes() as f64 / (1 << 20) as f64
     );
-    let cfg = MinerConfig {
-        sprint_seed: p.seed,
-        node_seed: node_seed(&p.key.public_key()),
-        r_target: p.r_target,
-        precision: p.precision,
-        batch: p.batch,
-        threads: p.threads,
-        first_nonce: 0,
-    };
+    let f = SprintV1::new(&model, p.seed, node_seed(&p.key.public_key()), p.r_target, p.precision);
+    let cfg = MinerConfig { batch: p.batch, threads: p.threads, first_nonce: 0 };
     let stop = StopSignal::after(p.duration);
     let flag = stop.cancel_flag();
     // Ctrl-C ends the Sprint early; the proofs found so far are still written.
@@ -123,7 +117,7 @@ pub fn mine_to_file(p: &SprintPlan<'_>) -> anyhow::Result<SprintSummary> {
             eprintln!("{line}");
         }
     };
-    let report = mine(&model, &cfg, &stop, &mut show);
+    let report = mine(&f, &cfg, &stop, &mut show);
     if tty {
         eprintln!();
     }

@@ -59,7 +59,7 @@ pub fn run(a: &VerifyArgs) -> anyhow::Result<ExitCode> {
         precision: args::precision(&a.precision)?,
         threads: args::threads(a.threads),
         batch: 16,
-        params: None,
+        params: Default::default(),
     };
     match verify_proof_file(&bytes, &opts) {
         Ok(r) => {

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use gonka_kernels::encoding::Hash32;
 use gonka_kernels::model::Model;
 use gonka_kernels::pow::{default_r_target, node_seed};
-use gonka_kernels::validate::{ValidationError, ValidationParams, Verdict, judge, recompute_distances};
+use gonka_kernels::sprint::SprintV1;
+use gonka_kernels::validate::{ValidationError, ValidationParams, Verdict, judge, recompute};
 use gonka_kernels::{ModelConfig, Precision};
 
 use super::{ProofBatch, ProofFileError, decode_proof_file, sample_indices};
@@ -29,8 +30,8 @@ pub struct VerifyOptions<'a> {
     pub threads: usize,
     /// Nonces per forward batch.
     pub batch: usize,
-    /// Tolerance and test thresholds; `r_target` in it is replaced by the Sprint's.
-    pub params: Option<ValidationParams>,
+    /// Tolerance and test thresholds.
+    pub params: ValidationParams,
 }
 
 /// A batch that passed.
@@ -191,19 +192,10 @@ pub fn verify_proof_file(bytes: &[u8], opt: &VerifyOptions<'_>) -> Result<Verify
     let model = Model::generate(&config, &batch.sprint_seed);
     let init_time = t0.elapsed();
     let t1 = Instant::now();
-    let recomputed = recompute_distances(
-        &model,
-        &batch.sprint_seed,
-        &node_seed(&batch.pubkey),
-        &nonces,
-        opt.precision,
-        opt.batch,
-        opt.threads,
-    );
+    let f = SprintV1::new(&model, batch.sprint_seed, node_seed(&batch.pubkey), r_target, opt.precision);
+    let recomputed = recompute(&f, &nonces, opt.batch, opt.threads);
     let recompute_time = t1.elapsed();
-    let params =
-        ValidationParams { r_target, ..opt.params.unwrap_or(ValidationParams::with_r_target(r_target)) };
-    let verdict = judge(&claims, &recomputed, &params)?;
+    let verdict = judge(&f, &claims, &recomputed, &opt.params)?;
     if verdict.fraudulent {
         let first = verdict.mismatches[0];
         return Err(VerifyError::Fraudulent {

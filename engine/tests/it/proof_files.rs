@@ -11,6 +11,7 @@ use gonka_kernels::config::TINY;
 use gonka_kernels::miner::{MinerConfig, StopSignal, mine};
 use gonka_kernels::model::Model;
 use gonka_kernels::pow::{default_r_target, node_seed};
+use gonka_kernels::sprint::SprintV1;
 use gonka_kernels::{Hash32, Precision};
 
 const SEED: Hash32 = [0x11; 32];
@@ -19,21 +20,14 @@ const SEED: Hash32 = [0x11; 32];
 fn honest_batch(key: &HostKey, want: usize) -> ProofBatch {
     let model = Model::generate(&TINY, &SEED);
     let r = default_r_target(TINY.vocab);
-    let cfg = MinerConfig {
-        sprint_seed: SEED,
-        node_seed: node_seed(&key.public_key()),
-        r_target: r,
-        precision: Precision::Bf16,
-        batch: 256,
-        threads: 2,
-        first_nonce: 0,
-    };
+    let f = SprintV1::new(&model, SEED, node_seed(&key.public_key()), r, Precision::Bf16);
+    let cfg = MinerConfig { batch: 256, threads: 2, first_nonce: 0 };
     let mut proofs = Vec::new();
     let mut tried = 0;
     let mut first = 0u64;
     while proofs.len() < want {
         let stop = StopSignal::after(std::time::Duration::from_millis(300));
-        let rep = mine(&model, &MinerConfig { first_nonce: first, ..cfg.clone() }, &stop, &mut |_| {});
+        let rep = mine(&f, &MinerConfig { first_nonce: first, ..cfg.clone() }, &stop, &mut |_| {});
         tried += rep.nonces;
         first += 1 << 32;
         proofs.extend(rep.proofs.iter().map(|p| ProofEntry { nonce: p.nonce, dist: p.dist }));
@@ -50,7 +44,7 @@ fn options(validator: &HostKey) -> VerifyOptions<'_> {
         precision: Precision::F32,
         threads: 2,
         batch: 16,
-        params: None,
+        params: Default::default(),
     }
 }
 
