@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use gonka_engine::crypto::{self, Domain, HostKey};
-use gonka_engine::proofs::{VerifyOptions, decode_proof_file, verify_proof_file};
+use gonka_engine::proofs::{Difficulty, PowVersion, VerifyOptions, decode_proof_file, verify_proof_file};
 use gonka_kernels::Precision;
 use libfuzzer_sys::fuzz_target;
 
@@ -17,9 +17,15 @@ fn validator() -> &'static HostKey {
 fuzz_target!(|data: &[u8]| {
     // Verify against the seed the file names, so the fuzzer can reach the
     // checks past the Sprint comparison.
-    let seed = decode_proof_file(data).map(|b| b.sprint_seed).unwrap_or([0u8; 32]);
+    let decoded = decode_proof_file(data).ok();
+    let seed = decoded.as_ref().map(|b| b.sprint_seed).unwrap_or([0u8; 32]);
+    let pow = match decoded.map(|b| b.difficulty) {
+        Some(Difficulty::V2 { .. }) => PowVersion::V2,
+        _ => PowVersion::V1,
+    };
     let opts = VerifyOptions {
         sprint_seed: seed,
+        pow,
         r_target: None,
         sample: 2,
         validator: validator(),

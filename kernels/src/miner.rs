@@ -29,7 +29,7 @@ pub struct Proof {
     /// The nonce.
     pub nonce: u64,
     /// Its score; a proof by the function's rule.
-    pub dist: f64,
+    pub score: f64,
 }
 
 /// How the miner spreads its work.
@@ -150,7 +150,7 @@ pub fn mine<F: SprintFunction>(
                     }
                     let found: Vec<Proof> = (0..batch)
                         .filter(|&i| out[i].proof)
-                        .map(|i| Proof { nonce: work.first + i as u64, dist: out[i].score })
+                        .map(|i| Proof { nonce: work.first + i as u64, score: out[i].score })
                         .collect();
                     nonces_done.fetch_add(batch as u64, Ordering::Relaxed);
                     proofs_found.fetch_add(found.len() as u64, Ordering::Relaxed);

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use gonka_engine::crypto::HostKey;
-use gonka_engine::proofs::{VerifyOptions, verify_proof_file};
+use gonka_engine::proofs::{PowVersion, VerifyOptions, verify_proof_file};
 use gonka_kernels::Precision;
 use gonka_kernels::pow::default_r_target;
 
@@ -38,6 +38,7 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<ExitCode> {
     let out = dir.join("proofs.bin");
     let threads = args::threads(None);
     let plan = SprintPlan {
+        pow: PowVersion::V1,
         config,
         seed,
         key: &host,
@@ -61,6 +62,7 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(&out)?;
     let opts = VerifyOptions {
         sprint_seed: seed,
+        pow: PowVersion::V1,
         r_target: None,
         sample: 200,
         validator: &validator,

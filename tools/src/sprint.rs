@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use gonka_engine::crypto::HostKey;
-use gonka_engine::proofs::{ProofBatch, ProofEntry, encode_proof_file};
-use gonka_kernels::miner::{MinerConfig, Progress, StopSignal, mine};
+use gonka_engine::proofs::{Difficulty, PowVersion, ProofBatch, ProofEntry, encode_proof_file};
+use gonka_kernels::miner::{MineReport, MinerConfig, Progress, StopSignal, mine};
 use gonka_kernels::model::Model;
 use gonka_kernels::pow::{default_r_target, expected_proof_rate, node_seed};
-use gonka_kernels::sprint::SprintV1;
+use gonka_kernels::sprint::{SprintFunction, SprintV1};
 use gonka_kernels::{Hash32, ModelConfig, Precision};
 
 use crate::args;
@@ -31,7 +31,10 @@ pub struct SprintArgs {
     /// How long to mine: 30s, 2m, …
     #[arg(long, default_value = "30s")]
     duration: String,
-    /// Distance threshold (default: one proof in about 900 nonces).
+    /// Sprint function: v1 (distance to a target) or v2 (integer-exact, hash predicate).
+    #[arg(long, default_value = "v1")]
+    pow: PowVersion,
+    /// v1's distance threshold (default: one proof in about 900 nonces).
     #[arg(long)]
     r_target: Option<f32>,
     /// Where to write the proof batch.
@@ -56,7 +59,7 @@ pub struct SprintSummary {
     pub elapsed: Duration,
     pub nonces: u64,
     pub proofs: usize,
-    pub r_target: f32,
+    pub difficulty: Difficulty,
     pub file_bytes: usize,
     pub pubkey: [u8; 48],
 }
@@ -68,6 +71,7 @@ pub fn default_batch(c: &ModelConfig) -> usize {
 }
 
 pub struct SprintPlan<'a> {
+    pub pow: PowVersion,
     pub config: ModelConfig,
     pub seed: Hash32,
     pub key: &'a HostKey,
@@ -81,16 +85,44 @@ pub struct SprintPlan<'a> {
 
 /// Generates the model, mines with a live progress line, writes the batch.
 pub fn mine_to_file(p: &SprintPlan<'_>) -> anyhow::Result<SprintSummary> {
-    eprintln!("generating {} model for seed {}…", p.config, hex::encode(&p.seed[..8]));
+    eprintln!("generating {} model ({}) for seed {}…", p.config, p.pow_name(), hex::encode(&p.seed[..8]));
+    let node = node_seed(&p.key.public_key());
     let t0 = Instant::now();
-    let model = Model::generate(&p.config, &p.seed);
-    let init = t0.elapsed();
-    eprintln!(
-        "model ready in {:.2} s ({:.0} MiB bf16)",
-        init.as_secs_f64(),
-        model.bytes() as f64 / (1 << 20) as f64
-    );
-    let f = SprintV1::new(&model, p.seed, node_seed(&p.key.public_key()), p.r_target, p.precision);
+    let (report, init, difficulty) = match p.pow {
+        PowVersion::V1 => {
+            let model = Model::generate(&p.config, &p.seed);
+            let init = t0.elapsed();
+            report_model(init, model.bytes());
+            let f = SprintV1::new(&model, p.seed, node, p.r_target, p.precision);
+            (mine_live(&f, p), init, Difficulty::v1(p.r_target))
+        }
+        PowVersion::V2 => anyhow::bail!("Sprint function v2 is not in this build yet"),
+    };
+    let proofs: Vec<ProofEntry> =
+        report.proofs.iter().map(|p| ProofEntry { nonce: p.nonce, score: p.score }).collect();
+    let n_proofs = proofs.len();
+    let batch = ProofBatch::new_signed(p.key, p.seed, &p.config, difficulty, report.nonces, proofs);
+    let bytes = encode_proof_file(&batch);
+    gonka_storage::write_atomic(p.out, &bytes, 0o644)
+        .with_context(|| format!("writing {}", p.out.display()))?;
+    Ok(SprintSummary {
+        config: p.config,
+        init,
+        elapsed: report.elapsed,
+        nonces: report.nonces,
+        proofs: n_proofs,
+        difficulty,
+        file_bytes: bytes.len(),
+        pubkey: p.key.public_key(),
+    })
+}
+
+fn report_model(init: Duration, bytes: usize) {
+    eprintln!("model ready in {:.2} s ({:.0} MiB)", init.as_secs_f64(), bytes as f64 / (1 << 20) as f64);
+}
+
+/// Mines `f` until the plan's deadline or Ctrl-C, with a live progress line.
+fn mine_live<F: SprintFunction>(f: &F, p: &SprintPlan<'_>) -> MineReport {
     let cfg = MinerConfig { batch: p.batch, threads: p.threads, first_nonce: 0 };
     let stop = StopSignal::after(p.duration);
     let flag = stop.cancel_flag();
@@ -117,33 +149,35 @@ pub fn mine_to_file(p: &SprintPlan<'_>) -> anyhow::Result<SprintSummary> {
             eprintln!("{line}");
         }
     };
-    let report = mine(&f, &cfg, &stop, &mut show);
+    let report = mine(f, &cfg, &stop, &mut show);
     if tty {
         eprintln!();
     }
-    let proofs: Vec<ProofEntry> =
-        report.proofs.iter().map(|p| ProofEntry { nonce: p.nonce, dist: p.dist }).collect();
-    let n_proofs = proofs.len();
-    let batch = ProofBatch::new_signed(p.key, p.seed, &p.config, p.r_target, report.nonces, proofs);
-    let bytes = encode_proof_file(&batch);
-    gonka_storage::write_atomic(p.out, &bytes, 0o644)
-        .with_context(|| format!("writing {}", p.out.display()))?;
-    Ok(SprintSummary {
-        config: p.config,
-        init,
-        elapsed: report.elapsed,
-        nonces: report.nonces,
-        proofs: n_proofs,
-        r_target: p.r_target,
-        file_bytes: bytes.len(),
-        pubkey: p.key.public_key(),
-    })
+    report
+}
+
+/// The proof rate a difficulty promises on `config`.
+fn expected_rate(d: Difficulty, config: &ModelConfig) -> f64 {
+    match d {
+        Difficulty::V1 { r_target_bits } => expected_proof_rate(config.vocab, f32::from_bits(r_target_bits)),
+        Difficulty::V2 { nonces_per_proof } => 1.0 / nonces_per_proof as f64,
+    }
+}
+
+impl SprintPlan<'_> {
+    fn pow_name(&self) -> &'static str {
+        match self.pow {
+            PowVersion::V1 => "Sprint function v1",
+            PowVersion::V2 => "Sprint function v2",
+        }
+    }
 }
 
 /// The human-readable end of a Sprint.
 pub fn print_summary(s: &SprintSummary, out: &Path) {
     let rate = s.nonces as f64 / s.elapsed.as_secs_f64().max(1e-9);
-    let expected = s.nonces as f64 * expected_proof_rate(s.config.vocab, s.r_target);
+    let rate_expected = expected_rate(s.difficulty, &s.config);
+    let expected = s.nonces as f64 * rate_expected;
     println!("Sprint summary");
     println!("  model        {}", s.config);
     println!("  host         {}", hex::encode(s.pubkey));
@@ -151,11 +185,11 @@ pub fn print_summary(s: &SprintSummary, out: &Path) {
     println!("  mined        {:.1} s, {} nonces, {:.1} nonces/s", s.elapsed.as_secs_f64(), s.nonces, rate);
     println!("  throughput   {:.1} GFLOP/s (matrix products)", rate * s.config.flops_per_nonce() / 1e9);
     println!(
-        "  proofs       {} (r_target {:.6}; the spec's estimate expects {:.1}, one per {:.0} nonces)",
+        "  proofs       {} ({:?}; the spec expects {:.1}, one per {:.0} nonces)",
         s.proofs,
-        s.r_target,
+        s.difficulty,
         expected,
-        1.0 / expected_proof_rate(s.config.vocab, s.r_target)
+        1.0 / rate_expected
     );
     println!("  proof file   {} ({} bytes)", out.display(), s.file_bytes);
 }
@@ -164,6 +198,7 @@ pub fn run(a: &SprintArgs) -> anyhow::Result<ExitCode> {
     let config = args::config(&a.config)?;
     let key = HostKey::load(&a.key).context("loading the host key")?;
     let plan = SprintPlan {
+        pow: a.pow,
         config,
         seed: args::hex32(&a.seed)?,
         key: &key,

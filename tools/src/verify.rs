@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use gonka_engine::crypto::HostKey;
 use gonka_engine::proofs::{
-    MAX_PROOF_FILE_BYTES, VerifyError, VerifyOptions, VerifyReport, verify_proof_file,
+    MAX_PROOF_FILE_BYTES, PowVersion, VerifyError, VerifyOptions, VerifyReport, verify_proof_file,
 };
 
 use crate::args;
@@ -22,7 +22,10 @@ pub struct VerifyArgs {
     /// Proofs to recompute.
     #[arg(long, default_value_t = 200)]
     sample: usize,
-    /// The Sprint's threshold (default: the model's default difficulty).
+    /// The Sprint function the batch must use: v1 or v2.
+    #[arg(long, default_value = "v1")]
+    pow: PowVersion,
+    /// v1's threshold (default: the model's default difficulty).
     #[arg(long)]
     r_target: Option<f32>,
     /// The validator's key; its signature over the batch picks the sample
@@ -53,6 +56,7 @@ pub fn run(a: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
     let opts = VerifyOptions {
         sprint_seed: seed,
+        pow: a.pow,
         r_target: a.r_target,
         sample: a.sample,
         validator: &validator,
@@ -92,8 +96,8 @@ pub fn print_report(r: &VerifyReport) {
         v.max_abs_diff
     );
     println!(
-        "  r_target {:.6}; model init {:.2} s; recompute {:.2} s ({:.1} nonces/s)",
-        r.r_target,
+        "  {:?}; model init {:.2} s; recompute {:.2} s ({:.1} nonces/s)",
+        r.difficulty,
         r.init_time.as_secs_f64(),
         r.recompute_time.as_secs_f64(),
         v.sampled as f64 / r.recompute_time.as_secs_f64().max(1e-9)

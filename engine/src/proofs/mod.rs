@@ -4,7 +4,7 @@
 //! ```text
 //!  file  = "GONKAPRF" ‖ u16_le version ‖ u16_le 0 ‖ u32_le payload_len ‖ payload
 //!  payload = rkyv(ProofBatch)           (validated with bytecheck on every read)
-//!  commitment = H("gonka/proof-batch", sprint_seed, pubkey, shape, r_target, merkle_root(proofs))
+//!  commitment = H("gonka/proof-batch", sprint_seed, pubkey, shape, difficulty, merkle_root(proofs))
 //!  signature  = BLS(host key, Domain::ProofBatch, commitment)
 //!  sample     = ChaCha20(H("gonka/validation-sample", BLS(validator key, Domain::ValidationSample, commitment)))
 //! ```
@@ -21,7 +21,9 @@ pub use codec::{
     FORMAT_VERSION, MAGIC, MAX_PROOF_FILE_BYTES, ProofFileError, decode_proof_file, encode_proof_file,
 };
 pub use sample::sample_indices;
-pub use verify::{VerifyError, VerifyOptions, VerifyReport, check_batch, verify_proof_file};
+pub use verify::{
+    VerifyError, VerifyOptions, VerifyReport, check_batch, expected_difficulty, verify_proof_file,
+};
 
 use gonka_kernels::ModelConfig;
 use gonka_kernels::encoding::{Hash32, tagged_hash};
@@ -78,13 +80,84 @@ impl ModelShape {
     }
 }
 
+/// Which Sprint function: v1 (distance to a target, `../shared/spec/sprint-pow.md`)
+/// or v2 (integer-exact forward and a hash predicate, `docs/spec/sprint-pow-v2.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum PowVersion {
+    /// Spec v1.
+    V1,
+    /// Spec v2, the default.
+    #[default]
+    V2,
+}
+
+impl std::str::FromStr for PowVersion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "v1" => Ok(PowVersion::V1),
+            "v2" => Ok(PowVersion::V2),
+            _ => Err(format!("unknown Sprint function {s:?}; expected v1 or v2")),
+        }
+    }
+}
+
+/// v2's default difficulty: one proof in this many nonces, exactly.
+pub const V2_NONCES_PER_PROOF: u64 = 900;
+
+/// The Sprint function a batch was mined with, and its difficulty parameter.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Difficulty {
+    /// Spec v1: a proof's distance is below `r_target` (f32 bits).
+    V1 {
+        /// `r_target` as f32 bits.
+        r_target_bits: u32,
+    },
+    /// Spec v2: a proof's digest is below `⌊2²⁵⁶ / nonces_per_proof⌋`.
+    V2 {
+        /// Expected nonces per proof.
+        nonces_per_proof: u64,
+    },
+}
+
+impl Difficulty {
+    /// v1 at `r_target`.
+    pub fn v1(r_target: f32) -> Self {
+        Difficulty::V1 { r_target_bits: r_target.to_bits() }
+    }
+
+    /// The version's name.
+    pub fn version(&self) -> &'static str {
+        match self {
+            Difficulty::V1 { .. } => "v1",
+            Difficulty::V2 { .. } => "v2",
+        }
+    }
+
+    fn to_bytes(self) -> [u8; 9] {
+        let mut out = [0u8; 9];
+        match self {
+            Difficulty::V1 { r_target_bits } => {
+                out[0] = 1;
+                out[1..5].copy_from_slice(&r_target_bits.to_le_bytes());
+            }
+            Difficulty::V2 { nonces_per_proof } => {
+                out[0] = 2;
+                out[1..9].copy_from_slice(&nonces_per_proof.to_le_bytes());
+            }
+        }
+        out
+    }
+}
+
 /// One claimed proof.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
 pub struct ProofEntry {
     /// The nonce.
     pub nonce: u64,
-    /// Its claimed distance, below the batch's `r_target`.
-    pub dist: f64,
+    /// Its claimed score: v1's distance (below `r_target`), or v2's digest
+    /// read as a fraction (informational: v2 validation recomputes the digest).
+    pub score: f64,
 }
 
 /// A host's proofs for one Sprint.
@@ -96,8 +169,8 @@ pub struct ProofBatch {
     pub shape: ModelShape,
     /// The mining host.
     pub pubkey: PublicKeyBytes,
-    /// The Sprint's distance threshold, as f32 bits.
-    pub r_target_bits: u32,
+    /// Which Sprint function, and its difficulty.
+    pub difficulty: Difficulty,
     /// Nonces the host computed (informational: it cannot be checked).
     pub nonces_tried: u64,
     /// Proofs sorted strictly by nonce: no duplicates, one canonical order.
@@ -112,7 +185,7 @@ impl ProofBatch {
         key: &HostKey,
         sprint_seed: Hash32,
         config: &ModelConfig,
-        r_target: f32,
+        difficulty: Difficulty,
         nonces_tried: u64,
         mut proofs: Vec<ProofEntry>,
     ) -> Self {
@@ -122,18 +195,13 @@ impl ProofBatch {
             sprint_seed,
             shape: ModelShape::of(config),
             pubkey: key.public_key(),
-            r_target_bits: r_target.to_bits(),
+            difficulty,
             nonces_tried,
             proofs,
             signature: [0u8; 96],
         };
         b.signature = key.sign(Domain::ProofBatch, &b.commitment());
         b
-    }
-
-    /// The Sprint's threshold.
-    pub fn r_target(&self) -> f32 {
-        f32::from_bits(self.r_target_bits)
     }
 
     /// What the host signs and validators sample from.
@@ -144,20 +212,20 @@ impl ProofBatch {
                 &self.sprint_seed,
                 &self.pubkey,
                 &self.shape.to_bytes(),
-                &self.r_target_bits.to_le_bytes(),
+                &self.difficulty.to_bytes(),
                 &merkle_root(&self.proofs),
             ],
         )
     }
 }
 
-/// Merkle root of the proofs: leaves `H("gonka/proof-leaf", nonce, dist bits)`,
+/// Merkle root of the proofs: leaves `H("gonka/proof-leaf", nonce, score bits)`,
 /// nodes `H("gonka/proof-node", left, right)`, an odd node moves up unchanged.
 /// The empty list's root is `H("gonka/proof-leaf")` with no parts.
 pub fn merkle_root(proofs: &[ProofEntry]) -> Hash32 {
     let mut level: Vec<Hash32> = proofs
         .iter()
-        .map(|p| tagged_hash("gonka/proof-leaf", &[&p.nonce.to_le_bytes(), &p.dist.to_bits().to_le_bytes()]))
+        .map(|p| tagged_hash("gonka/proof-leaf", &[&p.nonce.to_le_bytes(), &p.score.to_bits().to_le_bytes()]))
         .collect();
     if level.is_empty() {
         return tagged_hash("gonka/proof-leaf", &[]);

@@ -10,7 +10,10 @@ use gonka_kernels::sprint::SprintV1;
 use gonka_kernels::validate::{ValidationError, ValidationParams, Verdict, judge, recompute};
 use gonka_kernels::{ModelConfig, Precision};
 
-use super::{ProofBatch, ProofFileError, decode_proof_file, sample_indices};
+use super::{
+    Difficulty, PowVersion, ProofBatch, ProofFileError, V2_NONCES_PER_PROOF, decode_proof_file,
+    sample_indices,
+};
 use crate::crypto::{self, CryptoError, Domain, HostKey, PublicKeyBytes, SignatureBytes};
 
 /// How to verify.
@@ -18,7 +21,9 @@ use crate::crypto::{self, CryptoError, Domain, HostKey, PublicKeyBytes, Signatur
 pub struct VerifyOptions<'a> {
     /// The Sprint the batch must belong to.
     pub sprint_seed: Hash32,
-    /// The Sprint's threshold; `None` is the default for the batch's model.
+    /// The Sprint function the batch must use.
+    pub pow: PowVersion,
+    /// v1's threshold; `None` is the default for the batch's model.
     pub r_target: Option<f32>,
     /// Proofs to recompute.
     pub sample: usize,
@@ -45,8 +50,8 @@ pub struct VerifyReport {
     pub proofs: usize,
     /// Nonces the host says it computed.
     pub nonces_tried: u64,
-    /// The threshold used.
-    pub r_target: f32,
+    /// The Sprint function and its difficulty.
+    pub difficulty: Difficulty,
     /// The validator's public key and its signature over the commitment (the audit trail of the sample).
     pub validator: (PublicKeyBytes, SignatureBytes),
     /// The statistical decision.
@@ -74,13 +79,13 @@ pub enum VerifyError {
     /// Not a named model.
     #[error("batch names an unknown model shape {0:?}")]
     UnknownModel(super::ModelShape),
-    /// Claims another difficulty.
-    #[error("batch claims r_target {found}, the Sprint's is {expected}")]
-    WrongRTarget {
+    /// Claims another function or difficulty.
+    #[error("batch claims difficulty {found:?}, the Sprint's is {expected:?}")]
+    WrongDifficulty {
         /// The file's.
-        found: f32,
+        found: Difficulty,
         /// The Sprint's.
-        expected: f32,
+        expected: Difficulty,
     },
     /// Nonces out of order.
     #[error("proofs are not sorted by nonce: nonce {nonce} at index {index} follows {previous}")]
@@ -101,15 +106,18 @@ pub enum VerifyError {
         nonce: u64,
     },
     /// A claim that is not a proof by its own account.
-    #[error("nonce {nonce} claims distance {dist}, not below r_target {r_target}")]
-    ClaimNotBelowTarget {
+    #[error("nonce {nonce} claims score {score}, which is not a proof at {difficulty:?}")]
+    ClaimNotAProof {
         /// The nonce.
         nonce: u64,
         /// Its claim.
-        dist: f64,
-        /// The threshold.
-        r_target: f32,
+        score: f64,
+        /// The difficulty.
+        difficulty: Difficulty,
     },
+    /// This build cannot recompute the batch's function.
+    #[error("this build cannot recompute Sprint function {0}")]
+    Unsupported(&'static str),
     /// No proofs at all.
     #[error("batch holds no proofs: nothing to verify and no weight to grant")]
     EmptyBatch,
@@ -140,14 +148,33 @@ pub enum VerifyError {
     },
 }
 
-/// Every check that needs no model: Sprint, model, threshold, order,
-/// duplicates, claimed distances, public key and signature. Returns the model
-/// config and the threshold.
+/// The difficulty a Sprint of function `pow` demands of a batch on `config`.
+pub fn expected_difficulty(pow: PowVersion, r_target: Option<f32>, config: &ModelConfig) -> Difficulty {
+    match pow {
+        PowVersion::V1 => Difficulty::v1(r_target.unwrap_or_else(|| default_r_target(config.vocab))),
+        PowVersion::V2 => Difficulty::V2 { nonces_per_proof: V2_NONCES_PER_PROOF },
+    }
+}
+
+/// Whether `score` claims a proof at `difficulty` by its own account.
+fn claims_proof(difficulty: Difficulty, score: f64) -> bool {
+    match difficulty {
+        Difficulty::V1 { r_target_bits } => score < f32::from_bits(r_target_bits) as f64,
+        // v2's score is the digest's leading 64 bits as a fraction; the exact
+        // 256-bit comparison happens on recomputation.
+        Difficulty::V2 { nonces_per_proof } => score <= 1.0 / nonces_per_proof as f64,
+    }
+}
+
+/// Every check that needs no model: Sprint, model, function and difficulty,
+/// order, duplicates, claimed scores, public key and signature. Returns the
+/// model config.
 pub fn check_batch(
     b: &ProofBatch,
     sprint_seed: &Hash32,
+    pow: PowVersion,
     r_target: Option<f32>,
-) -> Result<(ModelConfig, f32), VerifyError> {
+) -> Result<ModelConfig, VerifyError> {
     if &b.sprint_seed != sprint_seed {
         return Err(VerifyError::WrongSprint {
             found: hex::encode(b.sprint_seed),
@@ -155,9 +182,9 @@ pub fn check_batch(
         });
     }
     let config = b.shape.named_config().ok_or(VerifyError::UnknownModel(b.shape))?;
-    let expected = r_target.unwrap_or_else(|| default_r_target(config.vocab));
-    if b.r_target_bits != expected.to_bits() {
-        return Err(VerifyError::WrongRTarget { found: b.r_target(), expected });
+    let expected = expected_difficulty(pow, r_target, &config);
+    if b.difficulty != expected {
+        return Err(VerifyError::WrongDifficulty { found: b.difficulty, expected });
     }
     if b.proofs.is_empty() {
         return Err(VerifyError::EmptyBatch);
@@ -171,31 +198,37 @@ pub fn check_batch(
             return Err(VerifyError::Unsorted { index: index + 1, nonce: cur, previous: prev });
         }
     }
-    if let Some(p) = b.proofs.iter().find(|p| p.dist.is_nan() || p.dist >= expected as f64) {
-        return Err(VerifyError::ClaimNotBelowTarget { nonce: p.nonce, dist: p.dist, r_target: expected });
+    if let Some(p) = b.proofs.iter().find(|p| !claims_proof(expected, p.score)) {
+        return Err(VerifyError::ClaimNotAProof { nonce: p.nonce, score: p.score, difficulty: expected });
     }
     crypto::verify(Domain::ProofBatch, &b.pubkey, &b.commitment(), &b.signature)?;
-    Ok((config, expected))
+    Ok(config)
 }
 
 /// Verifies a proof file end to end.
 pub fn verify_proof_file(bytes: &[u8], opt: &VerifyOptions<'_>) -> Result<VerifyReport, VerifyError> {
     let batch = decode_proof_file(bytes)?;
-    let (config, r_target) = check_batch(&batch, &opt.sprint_seed, opt.r_target)?;
+    let config = check_batch(&batch, &opt.sprint_seed, opt.pow, opt.r_target)?;
     let commitment = batch.commitment();
     let validator_sig = opt.validator.sign(Domain::ValidationSample, &commitment);
     let picked = sample_indices(&validator_sig, batch.proofs.len(), opt.sample);
     let claims: Vec<(u64, f64)> =
-        picked.iter().map(|&i| (batch.proofs[i].nonce, batch.proofs[i].dist)).collect();
+        picked.iter().map(|&i| (batch.proofs[i].nonce, batch.proofs[i].score)).collect();
     let nonces: Vec<u64> = claims.iter().map(|c| c.0).collect();
+    let node = node_seed(&batch.pubkey);
     let t0 = Instant::now();
-    let model = Model::generate(&config, &batch.sprint_seed);
-    let init_time = t0.elapsed();
-    let t1 = Instant::now();
-    let f = SprintV1::new(&model, batch.sprint_seed, node_seed(&batch.pubkey), r_target, opt.precision);
-    let recomputed = recompute(&f, &nonces, opt.batch, opt.threads);
-    let recompute_time = t1.elapsed();
-    let verdict = judge(&f, &claims, &recomputed, &opt.params)?;
+    let (verdict, init_time, recompute_time) = match batch.difficulty {
+        Difficulty::V1 { r_target_bits } => {
+            let model = Model::generate(&config, &batch.sprint_seed);
+            let init_time = t0.elapsed();
+            let f =
+                SprintV1::new(&model, batch.sprint_seed, node, f32::from_bits(r_target_bits), opt.precision);
+            let t1 = Instant::now();
+            let recomputed = recompute(&f, &nonces, opt.batch, opt.threads);
+            (judge(&f, &claims, &recomputed, &opt.params)?, init_time, t1.elapsed())
+        }
+        Difficulty::V2 { .. } => return Err(VerifyError::Unsupported("v2")),
+    };
     if verdict.fraudulent {
         let first = verdict.mismatches[0];
         return Err(VerifyError::Fraudulent {
@@ -212,7 +245,7 @@ pub fn verify_proof_file(bytes: &[u8], opt: &VerifyOptions<'_>) -> Result<Verify
         pubkey: batch.pubkey,
         proofs: batch.proofs.len(),
         nonces_tried: batch.nonces_tried,
-        r_target,
+        difficulty: batch.difficulty,
         validator: (opt.validator.public_key(), validator_sig),
         verdict,
         init_time,

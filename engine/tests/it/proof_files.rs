@@ -4,8 +4,8 @@
 
 use gonka_engine::crypto::HostKey;
 use gonka_engine::proofs::{
-    FORMAT_VERSION, MAX_PROOF_FILE_BYTES, ProofBatch, ProofEntry, ProofFileError, VerifyError, VerifyOptions,
-    decode_proof_file, encode_proof_file, merkle_root, verify_proof_file,
+    Difficulty, FORMAT_VERSION, MAX_PROOF_FILE_BYTES, PowVersion, ProofBatch, ProofEntry, ProofFileError,
+    VerifyError, VerifyOptions, decode_proof_file, encode_proof_file, merkle_root, verify_proof_file,
 };
 use gonka_kernels::config::TINY;
 use gonka_kernels::miner::{MinerConfig, StopSignal, mine};
@@ -30,14 +30,15 @@ fn honest_batch(key: &HostKey, want: usize) -> ProofBatch {
         let rep = mine(&f, &MinerConfig { first_nonce: first, ..cfg.clone() }, &stop, &mut |_| {});
         tried += rep.nonces;
         first += 1 << 32;
-        proofs.extend(rep.proofs.iter().map(|p| ProofEntry { nonce: p.nonce, dist: p.dist }));
+        proofs.extend(rep.proofs.iter().map(|p| ProofEntry { nonce: p.nonce, score: p.score }));
     }
-    ProofBatch::new_signed(key, SEED, &TINY, r, tried, proofs)
+    ProofBatch::new_signed(key, SEED, &TINY, Difficulty::v1(r), tried, proofs)
 }
 
 fn options(validator: &HostKey) -> VerifyOptions<'_> {
     VerifyOptions {
         sprint_seed: SEED,
+        pow: PowVersion::V1,
         r_target: None,
         sample: 50,
         validator,
@@ -71,8 +72,8 @@ fn fabricated_proofs_are_caught() {
     let honest = honest_batch(&host, 2);
     // Claim many random nonces as proofs, signed properly: only recomputation can tell.
     let mut proofs = honest.proofs.clone();
-    proofs.extend((0..40u64).map(|i| ProofEntry { nonce: (7 << 40) + i * 3, dist: 1.0 }));
-    let forged = ProofBatch::new_signed(&host, SEED, &TINY, honest.r_target(), honest.nonces_tried, proofs);
+    proofs.extend((0..40u64).map(|i| ProofEntry { nonce: (7 << 40) + i * 3, score: 1.0 }));
+    let forged = ProofBatch::new_signed(&host, SEED, &TINY, honest.difficulty, honest.nonces_tried, proofs);
     let validator = HostKey::from_ikm(&[4u8; 32]);
     let err =
         verify_proof_file(&encode_proof_file(&forged), &options(&validator)).expect_err("forgery must fail");
@@ -83,7 +84,7 @@ fn fabricated_proofs_are_caught() {
 fn tampering_breaks_the_signature() {
     let host = HostKey::from_ikm(&[5u8; 32]);
     let mut batch = honest_batch(&host, 1);
-    batch.proofs[0].dist -= 1e-3;
+    batch.proofs[0].score -= 1e-3;
     let validator = HostKey::from_ikm(&[6u8; 32]);
     let err = verify_proof_file(&encode_proof_file(&batch), &options(&validator)).expect_err("tampered");
     assert!(matches!(err, VerifyError::Signature(_)), "got {err}");
@@ -95,26 +96,27 @@ fn semantic_violations_are_named() {
     let validator = HostKey::from_ikm(&[8u8; 32]);
     let r = default_r_target(TINY.vocab);
     let sign = |proofs: Vec<ProofEntry>, r: f32| {
-        let mut b = ProofBatch::new_signed(&host, SEED, &TINY, r, 0, vec![]);
+        let mut b = ProofBatch::new_signed(&host, SEED, &TINY, Difficulty::v1(r), 0, vec![]);
         // Bypass new_signed's sorting to plant the violation, then re-sign.
         b.proofs = proofs;
         b.signature = host.sign(gonka_engine::crypto::Domain::ProofBatch, &b.commitment());
         encode_proof_file(&b)
     };
-    let e = |n, d| ProofEntry { nonce: n, dist: d };
+    let e = |n, d| ProofEntry { nonce: n, score: d };
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (sign(vec![e(5, 1.0), e(5, 1.0)], r), "duplicate nonce"),
         (sign(vec![e(6, 1.0), e(5, 1.0)], r), "not sorted"),
-        (sign(vec![e(5, 1.9)], r), "not below r_target"),
-        (sign(vec![e(5, f64::NAN)], r), "not below r_target"),
-        (sign(vec![e(5, 1.0)], 1.9), "r_target"),
+        (sign(vec![e(5, 1.9)], r), "not a proof"),
+        (sign(vec![e(5, f64::NAN)], r), "not a proof"),
+        (sign(vec![e(5, 1.0)], 1.9), "difficulty"),
         (sign(vec![], r), "no proofs"),
     ];
     for (bytes, want) in cases {
         let err = verify_proof_file(&bytes, &options(&validator)).expect_err(want);
         assert!(err.to_string().contains(want), "error {err:?} should mention {want:?}");
     }
-    let mut other_sprint = ProofBatch::new_signed(&host, [0x22; 32], &TINY, r, 0, vec![e(1, 1.0)]);
+    let mut other_sprint =
+        ProofBatch::new_signed(&host, [0x22; 32], &TINY, Difficulty::v1(r), 0, vec![e(1, 1.0)]);
     other_sprint.signature = host.sign(gonka_engine::crypto::Domain::ProofBatch, &other_sprint.commitment());
     let err =
         verify_proof_file(&encode_proof_file(&other_sprint), &options(&validator)).expect_err("wrong sprint");
@@ -128,9 +130,9 @@ fn malformed_files_give_clear_errors() {
         &host,
         SEED,
         &TINY,
-        default_r_target(TINY.vocab),
+        Difficulty::v1(default_r_target(TINY.vocab)),
         0,
-        vec![ProofEntry { nonce: 1, dist: 1.0 }],
+        vec![ProofEntry { nonce: 1, score: 1.0 }],
     ));
     assert_eq!(decode_proof_file(&[]), Err(ProofFileError::TruncatedHeader { len: 0 }));
     assert_eq!(decode_proof_file(&good[..10]), Err(ProofFileError::TruncatedHeader { len: 10 }));
@@ -171,12 +173,12 @@ fn malformed_files_give_clear_errors() {
 #[test]
 fn merkle_root_commits_to_every_proof() {
     let a = [
-        ProofEntry { nonce: 1, dist: 1.0 },
-        ProofEntry { nonce: 2, dist: 1.1 },
-        ProofEntry { nonce: 3, dist: 1.2 },
+        ProofEntry { nonce: 1, score: 1.0 },
+        ProofEntry { nonce: 2, score: 1.1 },
+        ProofEntry { nonce: 3, score: 1.2 },
     ];
     let mut b = a;
-    b[2].dist = 1.2000001;
+    b[2].score = 1.2000001;
     assert_ne!(merkle_root(&a), merkle_root(&b));
     assert_ne!(merkle_root(&a[..2]), merkle_root(&a));
     assert_ne!(merkle_root(&[]), merkle_root(&a[..1]));
