@@ -1,0 +1,250 @@
+#!/usr/bin/env bash
+# Sprint PoW benchmark: our Rust miner (`gonka pow bench`) against the PyTorch
+# CPU reference (benches/torch_pow.py), back to back on each config and
+# precision, then a table of nonces/s, GFLOP/s, init times and ours/torch ratios.
+#
+# Environment:
+#   CONFIGS          configs to run              (default: "small seed-64")
+#   PRECISIONS       precisions to run           (default: "f32 bf16")
+#   SECONDS_PER_RUN  seconds per measurement     (default: 20; torch spends this per batch size)
+#   TORCH_BATCHES    torch batch sizes to sweep  (default: torch_pow.py's per-config sweep)
+#   RESULTS          file to append every JSON result line to (optional)
+#
+# The first run creates benches/.venv with a CPU-only torch from PyPI (see
+# install_torch below); later runs reuse it.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(dirname "$HERE")"
+VENV="$HERE/.venv"
+PY="$VENV/bin/python"
+
+CONFIGS="${CONFIGS:-small seed-64}"
+PRECISIONS="${PRECISIONS:-f32 bf16}"
+SECONDS_PER_RUN="${SECONDS_PER_RUN:-20}"
+TORCH_BATCHES="${TORCH_BATCHES:-}"
+GONKA="${CARGO_TARGET_DIR:-$ROOT/target}/release/gonka"
+
+# Versions verified together on this machine (Python 3.11, x86_64).
+TORCH_VERSION="2.15.0"
+PY_DEPS=(
+  "numpy==2.4.6"
+  # torch's own pure-Python requirements
+  "filelock==4.3.1" "typing-extensions==4.16.0" "setuptools==84.2.1" "sympy==1.14.0" "mpmath==1.3.0"
+  "networkx==3.6.1" "jinja2==3.1.6" "MarkupSafe==3.0.4" "fsspec==2026.9.0"
+)
+
+log() { printf '%s\n' "$*" >&2; }
+
+# The Linux x86_64 torch wheel on PyPI is built with CUDA: its libraries name
+# libcudart, libcublas, libcudnn, libnccl, ... as DT_NEEDED, and its metadata
+# pulls several GB of nvidia-* / cuda-toolkit wheels to provide them. The CPU
+# kernels (MKL, oneDNN) are all in libtorch_cpu.so, so we install the wheel
+# with --no-deps and give the dynamic loader tiny stand-ins for the CUDA
+# libraries instead: one stub .so per missing library, with its SONAME, its
+# symbol versions and every symbol torch imports from it. A stub that is ever
+# called returns an error code (100 = "no device" in the CUDA runtime), so
+# torch.cuda.is_available() is False and every CPU path works unchanged.
+# The stubs go into torch/lib, which is on the RPATH ($ORIGIN) of torch's
+# libraries, so nothing needs LD_LIBRARY_PATH.
+make_cuda_stubs() {
+  local torch_dir="$1"
+  "$PY" - "$torch_dir" <<'PYEOF'
+import glob, os, re, subprocess, sys, tempfile
+
+torch_dir = sys.argv[1]
+lib_dir = os.path.join(torch_dir, "lib")
+sos = [p for p in glob.glob(os.path.join(torch_dir, "**", "*.so*"), recursive=True) if os.path.isfile(p)]
+present = {os.path.basename(p) for p in sos}
+system_libs = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+# Libraries whose symbols carry no version: recognise torch's imports by prefix.
+UNVERSIONED = {"libnccl.so.2": r"nccl", "libcufile.so.0": r"cuFile",
+               "libcusparseLt.so.0": r"cusparseLt", "libcuda.so.1": r"cu[A-Z]"}
+
+def readelf(*args):
+    return subprocess.run(["readelf", "-W", *args], check=True, capture_output=True, text=True).stdout
+
+missing = {}  # soname -> {version name or None -> {symbol: type}}
+for so in sos:
+    needed = re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]", readelf("-d", so))
+    miss = [n for n in needed if n not in present and n not in system_libs]
+    if not miss:
+        continue
+    version_file, cur = {}, None  # version name -> library that defines it (verneed)
+    for line in readelf("-V", so).splitlines():
+        m = re.search(r"File: (\S+)", line)
+        if m:
+            cur = m.group(1)
+            continue
+        m = re.search(r"Name: (\S+)", line)
+        if m and cur:
+            version_file[m.group(1)] = cur
+    for lib in miss:
+        missing.setdefault(lib, {})
+    for line in readelf("--dyn-syms", so).splitlines():
+        f = line.split()
+        if len(f) < 8 or f[6] != "UND" or f[4] != "GLOBAL":
+            continue
+        name, _, ver = f[7].partition("@")
+        if ver:
+            lib = version_file.get(ver)
+            if lib in miss:
+                missing[lib].setdefault(ver, {})[name] = f[3]
+        else:
+            for lib in miss:
+                if lib in UNVERSIONED and re.match(UNVERSIONED[lib], name):
+                    missing[lib].setdefault(None, {})[name] = f[3]
+
+MSG = '"CUDA is not installed (CPU-only torch)"'
+with tempfile.TemporaryDirectory() as tmp:
+    for lib, versions in sorted(missing.items()):
+        src, vscript = [f"/* CPU-only stand-in for {lib}: every call fails. */"], []
+        for ver, syms in versions.items():
+            for name, kind in sorted(syms.items()):
+                if kind == "OBJECT":
+                    src.append(f"char {name}[256];")
+                elif re.search(r"(Error|Status)(String|Name)$", name):
+                    src.append(f"const char *{name}(void) {{ return {MSG}; }}")
+                else:
+                    src.append(f"long {name}(void) {{ return 100; }}")
+            if ver:
+                vscript.append(ver + " { global: " + " ".join(n + ";" for n in sorted(syms)) + " };")
+        c_file = os.path.join(tmp, lib + ".c")
+        with open(c_file, "w") as fh:
+            fh.write("\n".join(src) + "\n")
+        cmd = ["gcc", "-shared", "-fPIC", "-O1", "-w", "-o", os.path.join(lib_dir, lib), c_file, "-Wl,-soname," + lib]
+        if vscript:
+            map_file = os.path.join(tmp, lib + ".map")
+            with open(map_file, "w") as fh:
+                fh.write("\n".join(vscript) + "\n")
+            cmd.append("-Wl,--version-script=" + map_file)
+        subprocess.run(cmd, check=True)
+        print(f"  stub {lib}: {sum(len(s) for s in versions.values())} symbols", file=sys.stderr)
+PYEOF
+}
+
+torch_works() {
+  [ -x "$PY" ] && "$PY" - <<'PYEOF' >/dev/null 2>&1
+import numpy, torch
+assert not torch.cuda.is_available()
+a = torch.randn(64, 64)
+assert torch.allclose(a @ torch.eye(64), a)
+assert torch.allclose((a.bfloat16() @ torch.eye(64, dtype=torch.bfloat16)).float(), a.bfloat16().float())
+PYEOF
+}
+
+install_torch() {
+  for tool in gcc readelf ldconfig; do
+    command -v "$tool" >/dev/null || { log "run.sh: $tool is needed to build the CUDA stand-ins"; exit 1; }
+  done
+  [ -x "$PY" ] || python3 -m venv "$VENV"
+  log "installing torch $TORCH_VERSION (CPU use, without its CUDA wheels) into $VENV"
+  "$VENV/bin/pip" install --quiet --no-deps "torch==$TORCH_VERSION"
+  "$VENV/bin/pip" install --quiet "${PY_DEPS[@]}"
+  local torch_dir
+  torch_dir="$("$PY" -c 'import importlib.util as u; print(u.find_spec("torch").submodule_search_locations[0])')"
+  make_cuda_stubs "$torch_dir"
+  torch_works || { log "run.sh: torch does not import or multiply after the install"; exit 1; }
+}
+
+torch_works || install_torch
+log "torch: $("$PY" -c 'import torch; print(torch.__version__, "threads", torch.get_num_threads())')"
+
+# Our CLI: build it, but keep going without it (it may not exist yet).
+have_gonka=0
+if (cd "$ROOT" && cargo build --release -p gonka-tools) >&2 && [ -x "$GONKA" ]; then
+  have_gonka=1
+else
+  log "gonka CLI not built: running the torch side only"
+fi
+
+results="$(mktemp)"
+step_out="$(mktemp)"
+trap 'rm -f "$results" "$step_out"' EXIT
+
+# Run a command with its stdout shown live (on stderr) and kept in $step_out.
+run_logged() {
+  : >"$step_out"
+  "$@" | tee "$step_out" >&2
+}
+
+# The last line of the step's output that is a JSON object, or nothing.
+json_line() { grep '^{' "$step_out" | tail -n 1 || true; }
+
+record() {
+  local line="$1"
+  [ -n "$line" ] || return 0
+  printf '%s\n' "$line" >>"$results"
+  if [ -n "${RESULTS:-}" ]; then printf '%s\n' "$line" >>"$RESULTS"; fi
+}
+
+log "loadavg at start: $(cat /proc/loadavg)"
+for config in $CONFIGS; do
+  for precision in $PRECISIONS; do
+    if [ "$have_gonka" = 1 ]; then
+      log "== gonka pow bench --config $config --precision $precision --seconds $SECONDS_PER_RUN"
+      if run_logged "$GONKA" pow bench --config "$config" --precision "$precision" --seconds "$SECONDS_PER_RUN" --json; then
+        record "$(json_line)"
+      else
+        log "gonka pow bench failed for $config/$precision"
+      fi
+    fi
+    log "== torch bench --config $config --precision $precision --seconds $SECONDS_PER_RUN"
+    # shellcheck disable=SC2086  # TORCH_BATCHES is a list of numbers
+    run_logged "$PY" "$HERE/torch_pow.py" bench --config "$config" --precision "$precision" \
+      --seconds "$SECONDS_PER_RUN" ${TORCH_BATCHES:+--batch $TORCH_BATCHES}
+    record "$(json_line)"
+  done
+done
+for precision in $PRECISIONS; do
+  log "== torch peak matmul, $precision"
+  run_logged "$PY" "$HERE/torch_pow.py" peak --precision "$precision" --seconds "$SECONDS_PER_RUN"
+  record "$(json_line)"
+done
+log "loadavg at end: $(cat /proc/loadavg)"
+
+"$PY" - "$results" "$have_gonka" <<'PYEOF'
+import json, sys
+
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+have_gonka = sys.argv[2] == "1"
+runs = {}
+peaks = {}
+for r in rows:
+    if r.get("kind") == "peak":
+        peaks[r["precision"]] = r["gflops"]
+    else:
+        runs.setdefault((r["config"], r["precision"]), {})[r["impl"]] = r
+
+def fmt(v, spec):
+    if isinstance(v, (int, float)):
+        return format(v, spec)
+    width = spec.split(".")[0].rstrip("df")
+    return "-".rjust(int(width) if width.isdigit() else 1)
+
+head = (f"{'config':8} {'prec':4} | {'gonka n/s':>10} {'GFLOP/s':>8} {'batch':>5} {'init s':>7} | "
+        f"{'torch n/s':>10} {'GFLOP/s':>8} {'batch':>5} {'init s':>7} {'others':>6} | {'ours/torch':>10}")
+print()
+print(head)
+print("-" * len(head))
+for (config, precision), impls in runs.items():
+    g, t = impls.get("gonka", {}), impls.get("torch", {})
+    ratio = g["nonces_per_s"] / t["nonces_per_s"] if g and t and t["nonces_per_s"] else None
+    # Cores that other processes used during torch's best batch (see torch_pow.py).
+    others = next((s.get("other_cores") for s in t.get("sweep", []) if s["batch"] == t.get("batch")), None)
+    print(f"{config:8} {precision:4} | {fmt(g.get('nonces_per_s'), '10.2f')} {fmt(g.get('gflops'), '8.1f')} "
+          f"{fmt(g.get('batch'), '5d')} {fmt(g.get('init_s'), '7.1f')} | "
+          f"{fmt(t.get('nonces_per_s'), '10.2f')} {fmt(t.get('gflops'), '8.1f')} "
+          f"{fmt(t.get('batch'), '5d')} {fmt(t.get('init_s'), '7.1f')} {fmt(others, '6.2f')} | "
+          f"{fmt(ratio, '9.2f') + 'x' if ratio else '-':>10}")
+print()
+for precision in sorted(set(peaks) | {p for _, p in runs}):
+    ours = [i["gonka"].get("peak_gflops") for (c, p), i in runs.items() if p == precision and "gonka" in i]
+    ours = [v for v in ours if isinstance(v, (int, float))]
+    print(f"peak matmul {precision:4}: torch {fmt(peaks.get(precision), '.1f')} GFLOP/s"
+          + (f", gonka {max(ours):.1f} GFLOP/s" if ours else ""))
+print("others: cores used by other processes during torch's best batch; above ~0.05 the torch figure is")
+print("not trustworthy on a 2-core machine (OpenMP threads wait for the descheduled one).")
+if not have_gonka:
+    print("(gonka CLI not built: torch side only)")
+PYEOF
