@@ -10,14 +10,27 @@ pub fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E).round_ties_even();
+    // Clamp without `f32::clamp`'s NaN handling, so it stays two vector ops.
+    let x = if x < -87.0 {
+        -87.0
+    } else if x > 88.0 {
+        88.0
+    } else {
+        x
+    };
+    // Round x·log2(e) to the nearest integer by adding 1.5·2^23: the sum's low
+    // mantissa bits are then that integer, read without a float-to-int
+    // conversion (whose saturating semantics would keep the loop scalar).
+    const MAGIC: f32 = 12_582_912.0;
+    let t = x * LOG2E + MAGIC;
+    let n = t - MAGIC;
     let r = x - n * LN2_HI - n * LN2_LO;
     // Taylor coefficients 1/k! to k = 6: |r| ≤ 0.347, truncation error < 2e-8 relative.
     let p = 1.0
         + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
     // 2^n through the exponent bits; n ∈ [-126, 127] after the clamp.
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let ni = t.to_bits().wrapping_sub(MAGIC.to_bits()) as i32;
+    let scale = f32::from_bits(((ni + 127) as u32) << 23);
     p * scale
 }
 
