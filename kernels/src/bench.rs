@@ -47,3 +47,35 @@ pub fn miner_rate<F: SprintFunction>(f: &F, batch: usize, threads: usize, second
         gflops: rate * f.config().flops_per_nonce() / 1e9,
     }
 }
+
+/// Tera-ops per second of v2's exact int8 matrix product alone on `threads`
+/// cores (each its own operands), measured for about `seconds`: the ceiling of
+/// the v2 miner, as [`crate::gemm::measure_peak_gflops`] is v1's. One
+/// multiply-add counts as two operations.
+pub fn peak_int8_gops(threads: usize, seconds: f64) -> f64 {
+    use crate::v2::gemm::{GemmScratch, PackedI8, matmul};
+    const M: usize = 256;
+    const N: usize = 4096;
+    const K: usize = 512;
+    let rows: Vec<i8> = (0..N * K).map(|i| ((i * 7919) % 255) as i8).collect();
+    let w = PackedI8::from_rows(&rows, N, K);
+    let x: Vec<i8> = (0..M * K).map(|i| ((i * 104_729) % 251) as i8).collect();
+    let start = std::time::Instant::now();
+    let deadline = start + Duration::from_secs_f64(seconds);
+    let calls: u64 = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                s.spawn(|| {
+                    let (mut y, mut scratch, mut calls) = (vec![0i32; M * N], GemmScratch::default(), 0u64);
+                    while calls == 0 || std::time::Instant::now() < deadline {
+                        matmul(&x, M, &w, &mut y, &mut scratch);
+                        calls += 1;
+                    }
+                    calls
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+    });
+    calls as f64 * 2.0 * (M * N * K) as f64 / start.elapsed().as_secs_f64() / 1e9
+}

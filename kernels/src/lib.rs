@@ -28,6 +28,7 @@ pub mod model;
 pub mod pow;
 pub mod simd;
 pub mod sprint;
+pub mod v2;
 pub mod validate;
 
 pub use config::ModelConfig;

@@ -10,14 +10,7 @@ pub fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    // Clamp without `f32::clamp`'s NaN handling, so it stays two vector ops.
-    let x = if x < -87.0 {
-        -87.0
-    } else if x > 88.0 {
-        88.0
-    } else {
-        x
-    };
+    let x = x.clamp(-87.0, 88.0);
     // Round x·log2(e) to the nearest integer by adding 1.5·2^23: the sum's low
     // mantissa bits are then that integer, read without a float-to-int
     // conversion (whose saturating semantics would keep the loop scalar).

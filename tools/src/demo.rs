@@ -18,6 +18,9 @@ pub struct DemoArgs {
     /// Model config.
     #[arg(long, default_value = "small")]
     config: String,
+    /// Sprint function: v1 or v2.
+    #[arg(long, default_value = "v2")]
+    pow: PowVersion,
     /// How long to mine.
     #[arg(long, default_value = "20s")]
     duration: String,
@@ -38,7 +41,7 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<ExitCode> {
     let out = dir.join("proofs.bin");
     let threads = args::threads(None);
     let plan = SprintPlan {
-        pow: PowVersion::V1,
+        pow: a.pow,
         config,
         seed,
         key: &host,
@@ -57,12 +60,12 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<ExitCode> {
         std::fs::remove_dir_all(&dir).ok();
         return Ok(ExitCode::SUCCESS);
     }
-    println!("Verifying with a second key (f32 recomputation of up to 200 proofs)…");
+    println!("Verifying with a second key (recomputation of up to 200 sampled proofs)…");
     let validator = HostKey::generate()?;
     let bytes = std::fs::read(&out)?;
     let opts = VerifyOptions {
         sprint_seed: seed,
-        pow: PowVersion::V1,
+        pow: a.pow,
         r_target: None,
         sample: 200,
         validator: &validator,

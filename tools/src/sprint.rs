@@ -8,11 +8,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use gonka_engine::crypto::HostKey;
-use gonka_engine::proofs::{Difficulty, PowVersion, ProofBatch, ProofEntry, encode_proof_file};
+use gonka_engine::proofs::{
+    Difficulty, PowVersion, ProofBatch, ProofEntry, V2_NONCES_PER_PROOF, encode_proof_file,
+};
 use gonka_kernels::miner::{MineReport, MinerConfig, Progress, StopSignal, mine};
 use gonka_kernels::model::Model;
 use gonka_kernels::pow::{default_r_target, expected_proof_rate, node_seed};
-use gonka_kernels::sprint::{SprintFunction, SprintV1};
+use gonka_kernels::sprint::{SprintFunction, SprintV1, SprintV2};
 use gonka_kernels::{Hash32, ModelConfig, Precision};
 
 use crate::args;
@@ -32,7 +34,7 @@ pub struct SprintArgs {
     #[arg(long, default_value = "30s")]
     duration: String,
     /// Sprint function: v1 (distance to a target) or v2 (integer-exact, hash predicate).
-    #[arg(long, default_value = "v1")]
+    #[arg(long, default_value = "v2")]
     pow: PowVersion,
     /// v1's distance threshold (default: one proof in about 900 nonces).
     #[arg(long)]
@@ -96,7 +98,13 @@ pub fn mine_to_file(p: &SprintPlan<'_>) -> anyhow::Result<SprintSummary> {
             let f = SprintV1::new(&model, p.seed, node, p.r_target, p.precision);
             (mine_live(&f, p), init, Difficulty::v1(p.r_target))
         }
-        PowVersion::V2 => anyhow::bail!("Sprint function v2 is not in this build yet"),
+        PowVersion::V2 => {
+            let model = gonka_kernels::v2::Model::generate(&p.config, &p.seed)?;
+            let init = t0.elapsed();
+            report_model(init, model.bytes());
+            let f = SprintV2::new(&model, p.seed, node, V2_NONCES_PER_PROOF);
+            (mine_live(&f, p), init, Difficulty::V2 { nonces_per_proof: V2_NONCES_PER_PROOF })
+        }
     };
     let proofs: Vec<ProofEntry> =
         report.proofs.iter().map(|p| ProofEntry { nonce: p.nonce, score: p.score }).collect();

@@ -23,7 +23,7 @@ pub struct VerifyArgs {
     #[arg(long, default_value_t = 200)]
     sample: usize,
     /// The Sprint function the batch must use: v1 or v2.
-    #[arg(long, default_value = "v1")]
+    #[arg(long, default_value = "v2")]
     pow: PowVersion,
     /// v1's threshold (default: the model's default difficulty).
     #[arg(long)]
@@ -85,7 +85,7 @@ pub fn run(a: &VerifyArgs) -> anyhow::Result<ExitCode> {
 pub fn print_report(r: &VerifyReport) {
     let v = &r.verdict;
     println!(
-        "valid: {} proofs by {} on {}; {}/{} sampled recomputed, {} mismatches (p = {:.3}), max |Δdist| {:.1e}",
+        "valid: {} proofs by {} on {}; {}/{} sampled recomputed, {} mismatches (p = {:.3}), max |Δscore| {:.1e}",
         r.proofs,
         &hex::encode(r.pubkey)[..16],
         r.config.name,

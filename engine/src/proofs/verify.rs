@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use gonka_kernels::encoding::Hash32;
 use gonka_kernels::model::Model;
 use gonka_kernels::pow::{default_r_target, node_seed};
-use gonka_kernels::sprint::SprintV1;
+use gonka_kernels::sprint::{SprintV1, SprintV2};
 use gonka_kernels::validate::{ValidationError, ValidationParams, Verdict, judge, recompute};
 use gonka_kernels::{ModelConfig, Precision};
 
@@ -227,7 +227,15 @@ pub fn verify_proof_file(bytes: &[u8], opt: &VerifyOptions<'_>) -> Result<Verify
             let recomputed = recompute(&f, &nonces, opt.batch, opt.threads);
             (judge(&f, &claims, &recomputed, &opt.params)?, init_time, t1.elapsed())
         }
-        Difficulty::V2 { .. } => return Err(VerifyError::Unsupported("v2")),
+        Difficulty::V2 { nonces_per_proof } => {
+            let model = gonka_kernels::v2::Model::generate(&config, &batch.sprint_seed)
+                .map_err(|_| VerifyError::Unsupported("v2 on this model"))?;
+            let init_time = t0.elapsed();
+            let f = SprintV2::new(&model, batch.sprint_seed, node, nonces_per_proof);
+            let t1 = Instant::now();
+            let recomputed = recompute(&f, &nonces, opt.batch, opt.threads);
+            (judge(&f, &claims, &recomputed, &opt.params)?, init_time, t1.elapsed())
+        }
     };
     if verdict.fraudulent {
         let first = verdict.mismatches[0];

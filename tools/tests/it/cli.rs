@@ -54,6 +54,34 @@ fn keygen_sprint_verify_roundtrip_and_bad_files() {
     assert!(out.status.success(), "verify: {}{}", text(&out.stdout), text(&out.stderr));
     assert!(text(&out.stdout).starts_with("valid:"), "{}", text(&out.stdout));
 
+    // The batch records its function: v2 by default, so a v1 Sprint rejects it.
+    let out = gonka(&["verify", proofs_s, "--seed", SEED, "--pow", "v1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("difficulty"), "{}", text(&out.stderr));
+
+    // And a v1 Sprint end to end.
+    let v1 = dir.path().join("v1.bin");
+    let v1_s = v1.to_str().expect("utf-8 path");
+    let args = [
+        "sprint",
+        "--pow",
+        "v1",
+        "--config",
+        "tiny",
+        "--seed",
+        SEED,
+        "--key",
+        key_s,
+        "--duration",
+        "2s",
+        "--out",
+        v1_s,
+    ];
+    let out = gonka(&args);
+    assert!(out.status.success(), "v1 sprint: {}", text(&out.stderr));
+    let out = gonka(&["verify", v1_s, "--seed", SEED, "--pow", "v1", "--sample", "20"]);
+    assert!(out.status.success(), "v1 verify: {}{}", text(&out.stdout), text(&out.stderr));
+
     // Another Sprint's seed: read fine, rejected (exit 1) with the reason.
     let other = "ff".repeat(32);
     let out = gonka(&["verify", proofs_s, "--seed", &other]);
@@ -106,8 +134,10 @@ fn pow_dists_matches_spec_vectors() {
         serde_json::from_str(&std::fs::read_to_string(&path).expect("tiny.json")).expect("json");
     let pubkey = v["pubkey"].as_str().expect("pubkey");
     let seed = v["sprint_seed"].as_str().expect("seed");
-    let out =
-        gonka(&["pow", "dists", "--config", "tiny", "--seed", seed, "--pubkey", pubkey, "--nonces", "0-199"]);
+    let out = gonka(&[
+        "pow", "dists", "--pow", "v1", "--config", "tiny", "--seed", seed, "--pubkey", pubkey, "--nonces",
+        "0-199",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let csv = text(&out.stdout);
     let mut lines = csv.lines();
@@ -125,4 +155,32 @@ fn pow_dists_matches_spec_vectors() {
         let wd = w["dist"].as_f64().expect("dist");
         assert!((d - wd).abs() < 1e-4, "nonce {n}: {d} vs {wd}");
     }
+}
+
+/// v2's cross-implementation interface: `nonce,digest` CSV matching the
+/// vectors of the independent numpy implementation.
+#[test]
+fn pow_dists_v2_matches_v2_vectors() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels/tests/vectors/v2/tiny.json");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("v2 tiny.json")).expect("json");
+    let (seed, pubkey) = (v["sprint_seed"].as_str().expect("seed"), v["pubkey"].as_str().expect("pubkey"));
+    let args = [
+        "pow", "dists", "--pow", "v2", "--config", "tiny", "--seed", seed, "--pubkey", pubkey, "--nonces",
+        "0-49",
+    ];
+    let out = gonka(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let csv = text(&out.stdout);
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("nonce,digest"));
+    let want = v["nonces"].as_array().expect("nonces");
+    let mut rows = 0;
+    for (line, w) in lines.zip(want) {
+        let (n, d) = line.split_once(',').expect("two columns");
+        assert_eq!(n.parse::<u64>().expect("nonce"), w["nonce"].as_u64().expect("nonce"));
+        assert_eq!(d, w["digest"].as_str().expect("digest"), "digest of nonce {n}");
+        rows += 1;
+    }
+    assert_eq!(rows, 50);
 }
