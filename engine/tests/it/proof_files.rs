@@ -5,13 +5,14 @@
 use gonka_engine::crypto::HostKey;
 use gonka_engine::proofs::{
     Difficulty, FORMAT_VERSION, MAX_PROOF_FILE_BYTES, PowVersion, ProofBatch, ProofEntry, ProofFileError,
-    VerifyError, VerifyOptions, decode_proof_file, encode_proof_file, merkle_root, verify_proof_file,
+    V2_NONCES_PER_PROOF, VerifyError, VerifyOptions, decode_proof_file, encode_proof_file, merkle_root,
+    verify_proof_file,
 };
 use gonka_kernels::config::TINY;
 use gonka_kernels::miner::{MinerConfig, StopSignal, mine};
 use gonka_kernels::model::Model;
 use gonka_kernels::pow::{default_r_target, node_seed};
-use gonka_kernels::sprint::SprintV1;
+use gonka_kernels::sprint::{SprintV1, SprintV2};
 use gonka_kernels::{Hash32, Precision};
 
 const SEED: Hash32 = [0x11; 32];
@@ -182,4 +183,36 @@ fn merkle_root_commits_to_every_proof() {
     assert_ne!(merkle_root(&a), merkle_root(&b));
     assert_ne!(merkle_root(&a[..2]), merkle_root(&a));
     assert_ne!(merkle_root(&[]), merkle_root(&a[..1]));
+}
+
+/// Mines `tiny` with v2 until at least `want` proofs exist.
+fn honest_v2_batch(key: &HostKey, want: usize) -> ProofBatch {
+    let model = gonka_kernels::v2::Model::generate(&TINY, &SEED).expect("tiny is a valid v2 config");
+    let f = SprintV2::new(&model, SEED, node_seed(&key.public_key()), V2_NONCES_PER_PROOF);
+    let (mut proofs, mut tried, mut first) = (Vec::new(), 0, 0u64);
+    while proofs.len() < want {
+        let stop = StopSignal::after(std::time::Duration::from_millis(300));
+        let rep = mine(&f, &MinerConfig { batch: 256, threads: 2, first_nonce: first }, &stop, &mut |_| {});
+        tried += rep.nonces;
+        first += 1 << 32;
+        proofs.extend(rep.proofs.iter().map(|p| ProofEntry { nonce: p.nonce, score: p.score }));
+    }
+    let difficulty = Difficulty::V2 { nonces_per_proof: V2_NONCES_PER_PROOF };
+    ProofBatch::new_signed(key, SEED, &TINY, difficulty, tried, proofs)
+}
+
+#[test]
+fn v2_batches_verify_exactly_and_forgeries_fail() {
+    let host = HostKey::from_ikm(&[21u8; 32]);
+    let honest = honest_v2_batch(&host, 5);
+    let validator = HostKey::from_ikm(&[22u8; 32]);
+    let opts = VerifyOptions { pow: PowVersion::V2, ..options(&validator) };
+    let report = verify_proof_file(&encode_proof_file(&honest), &opts).expect("an honest v2 batch verifies");
+    assert_eq!(report.verdict.max_abs_diff, 0.0, "v2 recomputation is bit-exact");
+    // Forged nonces claiming a passing score: only recomputation can tell.
+    let mut proofs = honest.proofs.clone();
+    proofs.extend((0..20u64).map(|i| ProofEntry { nonce: (9 << 40) + i, score: 1e-4 }));
+    let forged = ProofBatch::new_signed(&host, SEED, &TINY, honest.difficulty, honest.nonces_tried, proofs);
+    let err = verify_proof_file(&encode_proof_file(&forged), &opts).expect_err("forgery must fail");
+    assert!(matches!(err, VerifyError::Fraudulent { .. }), "expected a fraud verdict, got {err}");
 }
