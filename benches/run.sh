@@ -183,7 +183,7 @@ for config in $CONFIGS; do
   for precision in $PRECISIONS; do
     if [ "$have_gonka" = 1 ]; then
       log "== gonka pow bench --config $config --precision $precision --seconds $SECONDS_PER_RUN"
-      if run_logged "$GONKA" pow bench --config "$config" --precision "$precision" --seconds "$SECONDS_PER_RUN" --json; then
+      if run_logged "$GONKA" pow bench --pow v1 --config "$config" --precision "$precision" --seconds "$SECONDS_PER_RUN" --json; then
         record "$(json_line)"
       else
         log "gonka pow bench failed for $config/$precision"
