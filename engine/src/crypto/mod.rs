@@ -1,16 +1,45 @@
-//! Host identities and signatures on BLS12-381 (blst, min_pk: 48-byte public
-//! keys in G1, 96-byte signatures in G2).
+//! Everything the protocol signs, aggregates or draws at random, on BLS12-381
+//! (blst, min_pk: 48-byte public keys in G1, 96-byte signatures in G2).
 //!
-//! Every kind of signed message has its own domain-separation tag ([`Domain`]),
-//! so a signature made for one purpose can never be replayed as another.
-//! Host keys live in files readable by their owner only ([`HostKey::load`]
-//! refuses anything looser).
+//! Start with [`keys`] (host keys, key files, proofs of possession) and
+//! [`Domain`] (one hash-to-curve tag per signed message kind). Then:
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`votes`] | weighted aggregate votes: bitmap over the epoch's hosts, one signature, integer thresholds |
+//! | [`dkg`] | the per-epoch Joint-Feldman DKG among the highest-weight hosts, a deterministic state machine |
+//! | [`threshold`] | threshold BLS: share keys, partial signatures, Lagrange recovery |
+//! | [`beacon`] | the random beacon `H(σ_e)` and the Sprint seed commit–reveal |
+//! | [`selection`] | auditable per-task selection and integer weighted draws |
+//! | [`wire`] | rkyv encoding and the checked, bounded decoder of every crypto message |
+//! | [`scalar`] | Fr arithmetic on blst's raw bindings: the only `unsafe` of the engine |
+//!
+//! ```text
+//!  epoch e:  DKG deals ─► complaints ─► justifications ─► group key (t of N slots)
+//!            seed commits ─► reveals (window) ─► beacon partials ─► σ_e = recover(t partials)
+//!            beacon_e = H(σ_e)      sprint seed = H(σ_e ‖ reveals in host order)
+//!  every block:  votes ─► VoteSet { message, bitmap, aggregate signature } ─► > 2/3 of weight
+//!  every task:   sig = BLS(host, Selection, task id) ─► H(sig) < p ⇒ selected
+//! ```
+//!
+//! The design, each scheme's messages and the attacks each part defeats are in
+//! `docs/crypto.md`. Chain-side code here is deterministic: heights instead of
+//! clocks, randomness passed in, integers only, sorted maps.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+pub mod beacon;
+pub mod dkg;
+pub mod keys;
+pub mod scalar;
+pub mod selection;
+pub mod threshold;
+pub mod votes;
+pub mod wire;
+
+pub use keys::{HostKey, verify_possession};
 
 use blst::BLST_ERROR;
-use blst::min_pk::{PublicKey as BlsPublicKey, SecretKey, Signature as BlsSignature};
+use blst::min_pk::{PublicKey as BlsPublicKey, Signature as BlsSignature};
+use std::path::PathBuf;
 
 /// Compressed G1 public key.
 pub type PublicKeyBytes = [u8; 48];
@@ -26,7 +55,9 @@ pub enum Domain {
     ValidationSample,
     /// A vote on a block.
     BlockVote,
-    /// A partial signature of the random beacon.
+    /// A vote deciding a verification dispute.
+    DisputeVote,
+    /// A partial signature of the random beacon, and the recovered beacon signature.
     BeaconShare,
     /// A host's auditable selection for a task.
     Selection,
@@ -39,12 +70,26 @@ pub enum Domain {
 }
 
 impl Domain {
+    /// Every domain, for tests and documentation.
+    pub const ALL: [Domain; 9] = [
+        Domain::ProofBatch,
+        Domain::ValidationSample,
+        Domain::BlockVote,
+        Domain::DisputeVote,
+        Domain::BeaconShare,
+        Domain::Selection,
+        Domain::Transaction,
+        Domain::PeerHandshake,
+        Domain::ProofOfPossession,
+    ];
+
     /// The hash-to-curve domain-separation tag (RFC 9380 style suite name).
     pub fn tag(self) -> &'static [u8] {
         match self {
             Domain::ProofBatch => b"GONKA-V1-PROOF-BATCH_BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_",
             Domain::ValidationSample => b"GONKA-V1-VALIDATION-SAMPLE_BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_",
             Domain::BlockVote => b"GONKA-V1-BLOCK-VOTE_BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_",
+            Domain::DisputeVote => b"GONKA-V1-DISPUTE-VOTE_BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_",
             Domain::BeaconShare => b"GONKA-V1-BEACON-SHARE_BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_",
             Domain::Selection => b"GONKA-V1-SELECTION_BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_",
             Domain::Transaction => b"GONKA-V1-TRANSACTION_BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_",
@@ -96,86 +141,6 @@ pub enum CryptoError {
     Random(String),
 }
 
-/// First line of a host key file.
-const KEY_FILE_HEADER: &str = "gonka bls12-381 min_pk secret key v1";
-
-/// A host's secret key.
-pub struct HostKey {
-    sk: SecretKey,
-}
-
-impl std::fmt::Debug for HostKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the secret.
-        write!(f, "HostKey({})", hex::encode(self.public_key()))
-    }
-}
-
-impl HostKey {
-    /// A fresh key from 32 bytes of OS randomness (IETF KeyGen).
-    pub fn generate() -> Result<Self, CryptoError> {
-        let mut ikm = [0u8; 32];
-        getrandom::fill(&mut ikm).map_err(|e| CryptoError::Random(e.to_string()))?;
-        Ok(Self::from_ikm(&ikm))
-    }
-
-    /// The key derived from input key material (≥ 32 bytes); for tests and simulations.
-    pub fn from_ikm(ikm: &[u8; 32]) -> Self {
-        let sk = SecretKey::key_gen(ikm, &[]).expect("32 bytes of key material is what KeyGen needs");
-        Self { sk }
-    }
-
-    /// The compressed public key.
-    pub fn public_key(&self) -> PublicKeyBytes {
-        self.sk.sk_to_pk().compress()
-    }
-
-    /// Signs `msg` for `domain`.
-    pub fn sign(&self, domain: Domain, msg: &[u8]) -> SignatureBytes {
-        self.sk.sign(msg, domain.tag(), &[]).compress()
-    }
-
-    /// Writes the key to `path` with mode 0600, atomically; refuses to overwrite.
-    pub fn save(&self, path: &Path) -> Result<(), CryptoError> {
-        let io = |source| CryptoError::Io { path: path.to_owned(), source };
-        if path.exists() {
-            return Err(io(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "refusing to overwrite a key",
-            )));
-        }
-        let text = format!("{KEY_FILE_HEADER}\n{}\n", hex::encode(self.sk.to_bytes()));
-        gonka_storage::write_atomic(path, text.as_bytes(), 0o600).map_err(io)
-    }
-
-    /// Reads a key file written by [`Self::save`].
-    pub fn load(path: &Path) -> Result<Self, CryptoError> {
-        let io = |source| CryptoError::Io { path: path.to_owned(), source };
-        let malformed = |why| CryptoError::Malformed { path: path.to_owned(), why };
-        let meta = fs::metadata(path).map_err(io)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(CryptoError::LooseMode { path: path.to_owned(), mode });
-            }
-        }
-        if meta.len() > 4096 {
-            return Err(malformed("larger than any key file"));
-        }
-        let text = fs::read_to_string(path).map_err(io)?;
-        let mut lines = text.lines();
-        if lines.next() != Some(KEY_FILE_HEADER) {
-            return Err(malformed("first line must be the key file header"));
-        }
-        let hex_sk = lines.next().ok_or_else(|| malformed("missing the secret key line"))?;
-        let bytes = hex::decode(hex_sk.trim()).map_err(|_| malformed("secret key is not hex"))?;
-        let sk = SecretKey::from_bytes(&bytes).map_err(|_| malformed("secret key is not a valid scalar"))?;
-        Ok(Self { sk })
-    }
-}
-
 /// Checks that `pk` is a valid, non-identity G1 subgroup point.
 pub fn validate_public_key(pk: &PublicKeyBytes) -> Result<(), CryptoError> {
     BlsPublicKey::key_validate(pk).map(|_| ()).map_err(CryptoError::BadPublicKey)
@@ -189,8 +154,18 @@ pub fn verify(
     sig: &SignatureBytes,
 ) -> Result<(), CryptoError> {
     let pk = BlsPublicKey::key_validate(pk).map_err(CryptoError::BadPublicKey)?;
+    verify_parsed(domain, &pk, msg, sig)
+}
+
+/// Verifies `sig` over `msg` in `domain` against an already validated key.
+pub(crate) fn verify_parsed(
+    domain: Domain,
+    pk: &BlsPublicKey,
+    msg: &[u8],
+    sig: &SignatureBytes,
+) -> Result<(), CryptoError> {
     let sig = BlsSignature::sig_validate(sig, true).map_err(CryptoError::BadSignature)?;
-    match sig.verify(true, msg, domain.tag(), &[], &pk, false) {
+    match sig.verify(false, msg, domain.tag(), &[], pk, false) {
         BLST_ERROR::BLST_SUCCESS => Ok(()),
         e => Err(CryptoError::VerifyFailed(e)),
     }
@@ -206,10 +181,9 @@ mod tests {
         let pk = k.public_key();
         let sig = k.sign(Domain::ProofBatch, b"commitment");
         verify(Domain::ProofBatch, &pk, b"commitment", &sig).expect("own signature verifies");
-        assert!(
-            verify(Domain::BlockVote, &pk, b"commitment", &sig).is_err(),
-            "a signature must not cross domains"
-        );
+        for d in Domain::ALL.into_iter().filter(|&d| d != Domain::ProofBatch) {
+            assert!(verify(d, &pk, b"commitment", &sig).is_err(), "a signature must not cross into {d:?}");
+        }
         assert!(
             verify(Domain::ProofBatch, &pk, b"other", &sig).is_err(),
             "a signature must not cover another message"
@@ -220,39 +194,7 @@ mod tests {
 
     #[test]
     fn all_domain_tags_are_distinct() {
-        use Domain::*;
-        let all = [
-            ProofBatch,
-            ValidationSample,
-            BlockVote,
-            BeaconShare,
-            Selection,
-            Transaction,
-            PeerHandshake,
-            ProofOfPossession,
-        ];
-        let tags: std::collections::BTreeSet<&[u8]> = all.iter().map(|d| d.tag()).collect();
-        assert_eq!(tags.len(), all.len());
-    }
-
-    #[test]
-    fn key_file_roundtrip_mode_and_refusals() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("host.key");
-        let k = HostKey::generate().expect("os randomness");
-        k.save(&path).expect("save");
-        assert!(k.save(&path).is_err(), "save must not overwrite a key");
-        let back = HostKey::load(&path).expect("load");
-        assert_eq!(back.public_key(), k.public_key());
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            assert_eq!(fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
-            assert!(matches!(HostKey::load(&path), Err(CryptoError::LooseMode { .. })));
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
-        }
-        fs::write(&path, "not a key\n").expect("overwrite");
-        assert!(matches!(HostKey::load(&path), Err(CryptoError::Malformed { .. })));
+        let tags: std::collections::BTreeSet<&[u8]> = Domain::ALL.iter().map(|d| d.tag()).collect();
+        assert_eq!(tags.len(), Domain::ALL.len());
     }
 }
