@@ -196,6 +196,15 @@ for config in $CONFIGS; do
     record "$(json_line)"
   done
 done
+# Sprint function v2 (exact int8) on the same configs, for the side-by-side line below.
+if [ "$have_gonka" = 1 ]; then
+  for config in $CONFIGS; do
+    log "== gonka pow bench --pow v2 --config $config --seconds $SECONDS_PER_RUN"
+    if run_logged "$GONKA" pow bench --pow v2 --config "$config" --seconds "$SECONDS_PER_RUN" --json; then
+      record "$(json_line)"
+    fi
+  done
+fi
 for precision in $PRECISIONS; do
   log "== torch peak matmul, $precision"
   run_logged "$PY" "$HERE/torch_pow.py" peak --precision "$precision" --seconds "$SECONDS_PER_RUN"
@@ -238,7 +247,21 @@ for (config, precision), impls in runs.items():
           f"{fmt(t.get('batch'), '5d')} {fmt(t.get('init_s'), '7.1f')} {fmt(others, '6.2f')} | "
           f"{fmt(ratio, '9.2f') + 'x' if ratio else '-':>10}")
 print()
-for precision in sorted(set(peaks) | {p for _, p in runs}):
+for (config, precision), impls in runs.items():
+    v2 = impls.get("gonka") if precision == "int8" else None
+    if not v2:
+        continue
+    v1 = [i for (c, p), i in runs.items() if c == config and p != "int8"]
+    best = lambda impl: max((i[impl] for i in v1 if impl in i), key=lambda r: r["nonces_per_s"], default=None)
+    ours, torch = best("gonka"), best("torch")
+    line = f"v2 (exact int8) on {config}: {v2['nonces_per_s']:.2f} nonces/s (batch {v2['batch']})"
+    if ours:
+        line += f" = {v2['nonces_per_s'] / ours['nonces_per_s']:.2f}x our best v1 ({ours['precision']})"
+    if torch:
+        line += f", {v2['nonces_per_s'] / torch['nonces_per_s']:.2f}x torch's best v1 ({torch['precision']})"
+    print(line)
+print()
+for precision in sorted(set(peaks) | {p for _, p in runs if p != "int8"}):
     ours = [i["gonka"].get("peak_gflops") for (c, p), i in runs.items() if p == precision and "gonka" in i]
     ours = [v for v in ours if isinstance(v, (int, float))]
     print(f"peak matmul {precision:4}: torch {fmt(peaks.get(precision), '.1f')} GFLOP/s"
