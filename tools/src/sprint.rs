@@ -193,7 +193,7 @@ pub fn print_summary(s: &SprintSummary, out: &Path) {
     println!("  mined        {:.1} s, {} nonces, {:.1} nonces/s", s.elapsed.as_secs_f64(), s.nonces, rate);
     println!("  throughput   {:.1} GFLOP/s (matrix products)", rate * s.config.flops_per_nonce() / 1e9);
     println!(
-        "  proofs       {} ({:?}; the spec expects {:.1}, one per {:.0} nonces)",
+        "  proofs       {} ({}; the spec expects {:.1}, one per {:.0} nonces)",
         s.proofs,
         s.difficulty,
         expected,

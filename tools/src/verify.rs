@@ -96,7 +96,7 @@ pub fn print_report(r: &VerifyReport) {
         v.max_abs_diff
     );
     println!(
-        "  {:?}; model init {:.2} s; recompute {:.2} s ({:.1} nonces/s)",
+        "  {}; model init {:.2} s; recompute {:.2} s ({:.1} nonces/s)",
         r.difficulty,
         r.init_time.as_secs_f64(),
         r.recompute_time.as_secs_f64(),

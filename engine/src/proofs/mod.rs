@@ -120,6 +120,15 @@ pub enum Difficulty {
     },
 }
 
+impl std::fmt::Display for Difficulty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Difficulty::V1 { r_target_bits } => write!(f, "v1, r_target {}", f32::from_bits(r_target_bits)),
+            Difficulty::V2 { nonces_per_proof } => write!(f, "v2, one proof per {nonces_per_proof} nonces"),
+        }
+    }
+}
+
 impl Difficulty {
     /// v1 at `r_target`.
     pub fn v1(r_target: f32) -> Self {

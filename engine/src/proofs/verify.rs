@@ -80,7 +80,7 @@ pub enum VerifyError {
     #[error("batch names an unknown model shape {0:?}")]
     UnknownModel(super::ModelShape),
     /// Claims another function or difficulty.
-    #[error("batch claims difficulty {found:?}, the Sprint's is {expected:?}")]
+    #[error("batch claims difficulty ({found}), the Sprint's is ({expected})")]
     WrongDifficulty {
         /// The file's.
         found: Difficulty,
@@ -106,7 +106,7 @@ pub enum VerifyError {
         nonce: u64,
     },
     /// A claim that is not a proof by its own account.
-    #[error("nonce {nonce} claims score {score}, which is not a proof at {difficulty:?}")]
+    #[error("nonce {nonce} claims score {score}, which is not a proof at difficulty ({difficulty})")]
     ClaimNotAProof {
         /// The nonce.
         nonce: u64,
