@@ -81,6 +81,14 @@ pub fn selection_draw(sig: &SignatureBytes) -> u32 {
     u32::from_le_bytes([h[0], h[1], h[2], h[3]])
 }
 
+/// A host's probability of validating a task: the executor's required
+/// validation rate times the host's share of the weight, so that over all
+/// hosts the expected number of validations equals the rate. `None` when the
+/// total weight is zero.
+pub fn selection_probability(rate: Probability, weight: u64, total_weight: u64) -> Option<Probability> {
+    Probability::from_ratio(u128::from(weight), u128::from(total_weight)).map(|share| rate.times(share))
+}
+
 /// Whether the signature's draw falls below `p`.
 pub fn select(sig: &SignatureBytes, p: Probability) -> bool {
     u64::from(selection_draw(sig)) < p.0
@@ -204,5 +212,19 @@ mod tests {
         let mut sorted = s.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, vec![0, 2, 3]);
+    }
+
+    #[test]
+    fn selection_probabilities_sum_to_the_rate() {
+        let rate = Probability::from_ratio(1, 20).expect("nonzero denominator");
+        let weights = [5u64, 17, 1, 300, 42, 0, 99];
+        let total: u64 = weights.iter().sum();
+        let sum: u64 = weights
+            .iter()
+            .map(|&w| selection_probability(rate, w, total).expect("positive total").raw())
+            .sum();
+        // Each term rounds down by less than one unit of 2^-32.
+        assert!(rate.raw() - sum < weights.len() as u64, "sum {sum} vs rate {}", rate.raw());
+        assert_eq!(selection_probability(rate, 1, 0), None);
     }
 }
