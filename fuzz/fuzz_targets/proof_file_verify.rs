@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
         precision: Precision::F32,
         threads: 1,
         batch: 2,
-        params: Default::default(),
+        params: None,
     };
     if verify_proof_file(data, &opts).is_ok() {
         let batch = decode_proof_file(data).expect("an accepted file decodes");

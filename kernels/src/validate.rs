@@ -28,6 +28,16 @@ pub const DEFAULT_TOLERANCE: f32 = 2e-3;
 pub const DEFAULT_HONEST_MISMATCH_RATE: f64 = 1e-3;
 /// Default fraud threshold: with 200 samples, 4 mismatches convict, 3 do not.
 pub const DEFAULT_FRAUD_THRESHOLD: f64 = 1e-3;
+/// Honest mismatch rate of an exact function (v2): no numeric noise, only
+/// faults; with 200 samples, 2 mismatches convict and 1 does not.
+pub const EXACT_HONEST_MISMATCH_RATE: f64 = 1e-4;
+
+impl ValidationParams {
+    /// Defaults for a bit-exact function: no tolerance, faults only.
+    pub fn exact() -> Self {
+        Self { tolerance: 0.0, honest_mismatch_rate: EXACT_HONEST_MISMATCH_RATE, ..Self::default() }
+    }
+}
 
 impl Default for ValidationParams {
     fn default() -> Self {
@@ -187,6 +197,9 @@ mod tests {
         // The documented defaults: 4 of 200 convicts, 3 does not.
         assert!(binomial_upper_tail(200, 4, DEFAULT_HONEST_MISMATCH_RATE) < DEFAULT_FRAUD_THRESHOLD);
         assert!(binomial_upper_tail(200, 3, DEFAULT_HONEST_MISMATCH_RATE) >= DEFAULT_FRAUD_THRESHOLD);
+        // The exact defaults: 2 of 200 convicts, 1 does not.
+        assert!(binomial_upper_tail(200, 2, EXACT_HONEST_MISMATCH_RATE) < DEFAULT_FRAUD_THRESHOLD);
+        assert!(binomial_upper_tail(200, 1, EXACT_HONEST_MISMATCH_RATE) >= DEFAULT_FRAUD_THRESHOLD);
     }
 
     /// A function with v1's threshold rule and no model behind it.

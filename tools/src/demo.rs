@@ -72,7 +72,7 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<ExitCode> {
         precision: Precision::F32,
         threads,
         batch: 16,
-        params: Default::default(),
+        params: None,
     };
     let code = match verify_proof_file(&bytes, &opts) {
         Ok(r) => {

@@ -63,7 +63,7 @@ pub fn run(a: &VerifyArgs) -> anyhow::Result<ExitCode> {
         precision: args::precision(&a.precision)?,
         threads: args::threads(a.threads),
         batch: 16,
-        params: Default::default(),
+        params: None,
     };
     match verify_proof_file(&bytes, &opts) {
         Ok(r) => {

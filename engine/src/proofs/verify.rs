@@ -35,8 +35,9 @@ pub struct VerifyOptions<'a> {
     pub threads: usize,
     /// Nonces per forward batch.
     pub batch: usize,
-    /// Tolerance and test thresholds.
-    pub params: ValidationParams,
+    /// Tolerance and test thresholds; `None` is the function's default
+    /// (v1: noise tolerance; v2: exact, no tolerance).
+    pub params: Option<ValidationParams>,
 }
 
 /// A batch that passed.
@@ -225,7 +226,8 @@ pub fn verify_proof_file(bytes: &[u8], opt: &VerifyOptions<'_>) -> Result<Verify
                 SprintV1::new(&model, batch.sprint_seed, node, f32::from_bits(r_target_bits), opt.precision);
             let t1 = Instant::now();
             let recomputed = recompute(&f, &nonces, opt.batch, opt.threads);
-            (judge(&f, &claims, &recomputed, &opt.params)?, init_time, t1.elapsed())
+            let params = opt.params.unwrap_or_default();
+            (judge(&f, &claims, &recomputed, &params)?, init_time, t1.elapsed())
         }
         Difficulty::V2 { nonces_per_proof } => {
             let model = gonka_kernels::v2::Model::generate(&config, &batch.sprint_seed)
@@ -234,7 +236,8 @@ pub fn verify_proof_file(bytes: &[u8], opt: &VerifyOptions<'_>) -> Result<Verify
             let f = SprintV2::new(&model, batch.sprint_seed, node, nonces_per_proof);
             let t1 = Instant::now();
             let recomputed = recompute(&f, &nonces, opt.batch, opt.threads);
-            (judge(&f, &claims, &recomputed, &opt.params)?, init_time, t1.elapsed())
+            let params = opt.params.unwrap_or_else(ValidationParams::exact);
+            (judge(&f, &claims, &recomputed, &params)?, init_time, t1.elapsed())
         }
     };
     if verdict.fraudulent {

@@ -46,7 +46,7 @@ fn options(validator: &HostKey) -> VerifyOptions<'_> {
         precision: Precision::F32,
         threads: 2,
         batch: 16,
-        params: Default::default(),
+        params: None,
     }
 }
 
