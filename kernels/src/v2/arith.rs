@@ -158,6 +158,39 @@ pub fn residual_add(r: &mut [i32], acc: &[i32], s: u32) {
     }
 }
 
+/// Rotary (spec v2 §4.4 step 3): rotates the `(2i, 2i+1)` pairs of every head of `q` and `k` (the first
+/// `2d` values of each `[q | k | v]` row) into `out` (`[rows, 2d]`, int32,
+/// not clamped: a rotated pair may reach 127·√2).
+pub fn rope_rows(qkv: &[i8], c: &ModelConfig, tab: &Tables, out: &mut [i32]) {
+    let (d, t, e, half) = (c.dim, c.seq, c.head_dim(), tab.rope_half);
+    for (r, (row, o)) in qkv.chunks_exact(3 * d).zip(out.chunks_exact_mut(2 * d)).enumerate() {
+        let p = r % t;
+        let (cos, sin) = (&tab.rope_cos[p * half..(p + 1) * half], &tab.rope_sin[p * half..(p + 1) * half]);
+        for (src, dst) in row[..2 * d].chunks_exact(e).zip(o.chunks_exact_mut(e)) {
+            for i in 0..half {
+                let (u, w) = (i64::from(src[2 * i]), i64::from(src[2 * i + 1]));
+                let (cs, sn) = (i64::from(cos[i]), i64::from(sin[i]));
+                dst[2 * i] = rshift_round(u * cs - w * sn, ROPE_BITS) as i32;
+                dst[2 * i + 1] = rshift_round(u * sn + w * cs, ROPE_BITS) as i32;
+            }
+        }
+    }
+}
+
+/// `h = clamp8(rshift(SILU[g] · u, s_h))` with `g`, `u` the requantized gate
+/// and up values of rows laid out `[gate (f) | up (f)]`.
+pub fn swiglu_rows(acc: &[i32], f: usize, silu: &[i8], (s_gu, s_h): (u32, u32), h: &mut [i8]) {
+    for (row, out) in acc.chunks_exact(2 * f).zip(h.chunks_exact_mut(f)) {
+        let (gate, up) = row.split_at(f);
+        for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+            let g = clamp8(rshift_round(i64::from(g), s_gu));
+            let u = clamp8(rshift_round(i64::from(u), s_gu));
+            let sg = silu[(i32::from(g) + 127) as usize];
+            *o = clamp8(rshift_round(i64::from(sg) * i64::from(u), s_h));
+        }
+    }
+}
+
 /// Rounds an f64 table value to the nearest integer, ties away from zero,
 /// after checking it is not within 1e-6 of a tie: then any correctly working
 /// libm (whose `exp`, `cos`, `sin` err by an ulp or so) gives the same table.

@@ -10,10 +10,9 @@
 //!  y [B,V] i32 = rms8(r[T−1]) · w_outᵀ
 //! ```
 
-use super::arith::{
-    ROPE_BITS, Tables, clamp8, div_round, requant_rows, residual_add, rms_norm_rows, rshift_round,
-};
+use super::arith::{Tables, div_round, rshift_round};
 use super::gemm::{GemmScratch, Kernel, matmul_with};
+use super::lanes::{requant_rows, residual_add, rms_norm_rows, rope_rows, swiglu_rows};
 use super::model::Model;
 use crate::config::ModelConfig;
 
@@ -32,8 +31,14 @@ pub struct Scratch {
     gemm: GemmScratch,
 }
 
+/// The first `n` values of `v`, growing it if needed. It never shrinks: the
+/// buffers alternate between sizes every layer, and `Vec::resize` would
+/// zero-fill the regrown part each time (megabytes per layer) although every
+/// step overwrites its output.
 fn resize<T: Copy + Default>(v: &mut Vec<T>, n: usize) -> &mut [T] {
-    v.resize(n, T::default());
+    if v.len() < n {
+        v.resize(n, T::default());
+    }
     &mut v[..n]
 }
 
@@ -63,57 +68,42 @@ pub fn forward_batch_until(
     let rows = batch * t;
     assert_eq!(inputs.len(), rows * d, "inputs must be [batch·T, d]");
     assert_eq!(out.len(), batch * c.vocab, "out must be [batch, V]");
+    // Every buffer may be longer than this batch needs (`resize` never
+    // shrinks), so each step below is handed exactly its rows.
     for (r, &x) in resize(&mut s.r, rows * d).iter_mut().zip(inputs) {
         *r = i32::from(x) << sh.s_r;
     }
+    let tab = &model.tables;
     for (l, w) in model.layers.iter().enumerate() {
         if cancelled() {
             return false;
         }
         let last = l + 1 == c.layers;
-        rms_norm_rows(&s.r, d, resize(&mut s.a, rows * d));
+        rms_norm_rows(&s.r[..rows * d], d, resize(&mut s.a, rows * d));
         matmul_with(kernel, &s.a, rows, &w.wqkv, resize(&mut s.acc, rows * 3 * d), &mut s.gemm);
-        requant_rows(&s.acc, sh.s_qkv, resize(&mut s.qkv, rows * 3 * d));
-        rope_rows(&s.qkv, c, &model.tables, resize(&mut s.qk_rot, rows * 2 * d));
-        attention(&s.qk_rot, &s.qkv, batch, c, &model.tables, sh.s_sc, resize(&mut s.o, rows * d));
+        requant_rows(&s.acc[..rows * 3 * d], sh.s_qkv, resize(&mut s.qkv, rows * 3 * d));
+        let (qkv, dims) = (&s.qkv[..rows * 3 * d], (d, t, c.head_dim()));
+        rope_rows(qkv, dims, &tab.rope_cos, &tab.rope_sin, resize(&mut s.qk_rot, rows * 2 * d));
+        attention(&s.qk_rot, qkv, batch, c, tab, sh.s_sc, resize(&mut s.o, rows * d));
         // From the last layer's attention output on, only position T−1 matters.
         let (r, o, m) = if last {
             gather_last(&s.r, batch, t, d, resize(&mut s.last_r, batch * d));
             gather_last(&s.o, batch, t, d, resize(&mut s.last_o, batch * d));
-            (&mut s.last_r, &s.last_o, batch)
+            (&mut s.last_r[..batch * d], &s.last_o[..batch * d], batch)
         } else {
-            (&mut s.r, &s.o, rows)
+            (&mut s.r[..rows * d], &s.o[..rows * d], rows)
         };
         matmul_with(kernel, o, m, &w.wo, resize(&mut s.acc, m * d), &mut s.gemm);
-        residual_add(r, &s.acc, sh.s_o);
+        residual_add(r, &s.acc[..m * d], sh.s_o);
         rms_norm_rows(r, d, resize(&mut s.a, m * d));
         matmul_with(kernel, &s.a, m, &w.w13, resize(&mut s.acc, m * 2 * f), &mut s.gemm);
-        swiglu_rows(&s.acc, f, &model.tables.silu, (sh.s_qkv, sh.s_h), resize(&mut s.h, m * f));
+        swiglu_rows(&s.acc[..m * 2 * f], f, &tab.silu, (sh.s_qkv, sh.s_h), resize(&mut s.h, m * f));
         matmul_with(kernel, &s.h, m, &w.w2, resize(&mut s.acc, m * d), &mut s.gemm);
-        residual_add(r, &s.acc, sh.s_d);
+        residual_add(r, &s.acc[..m * d], sh.s_d);
     }
-    rms_norm_rows(&s.last_r, d, resize(&mut s.a, batch * d));
+    rms_norm_rows(&s.last_r[..batch * d], d, resize(&mut s.a, batch * d));
     matmul_with(kernel, &s.a, batch, &model.w_out, out, &mut s.gemm);
     true
-}
-
-/// Rotates the `(2i, 2i+1)` pairs of every head of `q` and `k` (the first
-/// `2d` values of each `[q | k | v]` row) into `out` (`[rows, 2d]`, int32,
-/// not clamped: a rotated pair may reach 127·√2).
-fn rope_rows(qkv: &[i8], c: &ModelConfig, tab: &Tables, out: &mut [i32]) {
-    let (d, t, e, half) = (c.dim, c.seq, c.head_dim(), tab.rope_half);
-    for (r, (row, o)) in qkv.chunks_exact(3 * d).zip(out.chunks_exact_mut(2 * d)).enumerate() {
-        let p = r % t;
-        let (cos, sin) = (&tab.rope_cos[p * half..(p + 1) * half], &tab.rope_sin[p * half..(p + 1) * half]);
-        for (src, dst) in row[..2 * d].chunks_exact(e).zip(o.chunks_exact_mut(e)) {
-            for i in 0..half {
-                let (u, w) = (i64::from(src[2 * i]), i64::from(src[2 * i + 1]));
-                let (cs, sn) = (i64::from(cos[i]), i64::from(sin[i]));
-                dst[2 * i] = rshift_round(u * cs - w * sn, ROPE_BITS) as i32;
-                dst[2 * i + 1] = rshift_round(u * sn + w * cs, ROPE_BITS) as i32;
-            }
-        }
-    }
 }
 
 /// Causal attention per nonce and head with the exp table: position `t`
@@ -146,20 +136,6 @@ fn attention(qk: &[i32], qkv: &[i8], batch: usize, c: &ModelConfig, tab: &Tables
                     o_block[qt * d + off + i] = div_round(num, total) as i8;
                 }
             }
-        }
-    }
-}
-
-/// `h = clamp8(rshift(SILU[g] · u, s_h))` with `g`, `u` the requantized gate
-/// and up values of rows laid out `[gate (f) | up (f)]`.
-fn swiglu_rows(acc: &[i32], f: usize, silu: &[i8], (s_gu, s_h): (u32, u32), h: &mut [i8]) {
-    for (row, out) in acc.chunks_exact(2 * f).zip(h.chunks_exact_mut(f)) {
-        let (gate, up) = row.split_at(f);
-        for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
-            let g = clamp8(rshift_round(i64::from(g), s_gu));
-            let u = clamp8(rshift_round(i64::from(u), s_gu));
-            let sg = silu[(i32::from(g) + 127) as usize];
-            *o = clamp8(rshift_round(i64::from(sg) * i64::from(u), s_h));
         }
     }
 }

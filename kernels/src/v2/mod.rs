@@ -6,7 +6,8 @@
 //! the int8 kernels), [`fill_input`] (one nonce's int8 input), then
 //! [`forward_batch`] (many nonces at once) and [`digest`] / [`is_proof`].
 //! [`gemm`] holds the exact int8 matrix products (AVX-512 VNNI with a portable
-//! fallback); [`arith`] the spec's integer operations and tables.
+//! fallback); [`arith`] the spec's integer operations and tables, and
+//! [`lanes`] their vectorised forms that the forward pass runs.
 //!
 //! ```text
 //!  sprint_seed ──► Model (int8, packed)     node_seed, nonce ──► input [T,d] int8
@@ -19,6 +20,7 @@
 pub mod arith;
 pub mod forward;
 pub mod gemm;
+pub mod lanes;
 pub mod model;
 pub mod proof;
 
