@@ -35,7 +35,10 @@ pub fn miner_rate<F: SprintFunction>(f: &F, batch: usize, threads: usize, second
     let _ = recompute(f, &warm, batch, threads);
     let cfg = MinerConfig { batch, threads, first_nonce: 0 };
     let report = mine(f, &cfg, &StopSignal::after(Duration::from_secs_f64(seconds)), &mut |_: &Progress| {});
-    let secs = report.elapsed.as_secs_f64();
+    // Counted nonces over the time they took: a batch cut short by the
+    // deadline is neither counted nor timed (as a reference that finishes its
+    // last batch past the deadline counts it and its time).
+    let secs = report.active.as_secs_f64().max(1e-9);
     let rate = report.nonces as f64 / secs;
     MinerRate {
         batch,

@@ -104,6 +104,10 @@ pub struct MineReport {
     pub nonces: u64,
     /// Wall time of mining, without model init.
     pub elapsed: Duration,
+    /// Time from the start to the last completed batch: the window the
+    /// counted nonces were computed in. A batch cut short by the deadline is
+    /// not counted, so throughput is `nonces / active`, not `/ elapsed`.
+    pub active: Duration,
 }
 
 /// One batch of prepared work.
@@ -131,12 +135,14 @@ pub fn mine<F: SprintFunction>(
     let proofs = Mutex::new(Vec::new());
     let start = Instant::now();
     let live = AtomicUsize::new(threads);
+    let last_done_ns = AtomicU64::new(0);
     let (tx, rx) = channel::bounded::<Work<F::Prepared>>(2 * threads);
     std::thread::scope(|scope| {
         scope.spawn(|| produce(f, cfg.first_nonce, batch, stop, tx));
         for _ in 0..threads {
             let rx = rx.clone();
-            let (proofs, nonces_done, proofs_found, live) = (&proofs, &nonces_done, &proofs_found, &live);
+            let (proofs, nonces_done, proofs_found, live, last_done_ns) =
+                (&proofs, &nonces_done, &proofs_found, &live, &last_done_ns);
             scope.spawn(move || {
                 // Counted down on every exit, a panic included, so the caller never waits forever.
                 let _alive = LiveGuard(live);
@@ -153,6 +159,7 @@ pub fn mine<F: SprintFunction>(
                         .map(|i| Proof { nonce: work.first + i as u64, score: out[i].score })
                         .collect();
                     nonces_done.fetch_add(batch as u64, Ordering::Relaxed);
+                    last_done_ns.fetch_max(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
                     proofs_found.fetch_add(found.len() as u64, Ordering::Relaxed);
                     if !found.is_empty() {
                         proofs.lock().unwrap_or_else(|e| e.into_inner()).extend(found);
@@ -180,7 +187,8 @@ pub fn mine<F: SprintFunction>(
     let elapsed = start.elapsed();
     let mut proofs = proofs.into_inner().unwrap_or_else(|e| e.into_inner());
     proofs.sort_by_key(|p| p.nonce);
-    MineReport { proofs, nonces: nonces_done.into_inner(), elapsed }
+    let active = Duration::from_nanos(last_done_ns.into_inner());
+    MineReport { proofs, nonces: nonces_done.into_inner(), elapsed, active }
 }
 
 /// Prepares batches for consecutive nonce ranges until `stop` fires or the
