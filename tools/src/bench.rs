@@ -46,7 +46,7 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<ExitCode> {
     let seed = [0x5a; 32];
     let node = node_seed(&[0xa5; 48]);
     let batches = if a.batch.is_empty() {
-        if config.dim >= 512 { vec![32, 64] } else { vec![64, 128, 256] }
+        if config.dim >= 512 { vec![16, 24, 32, 48] } else { vec![64, 128, 256] }
     } else {
         a.batch.clone()
     };

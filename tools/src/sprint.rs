@@ -69,7 +69,7 @@ pub struct SprintSummary {
 /// A sensible batch per worker: big enough for full-speed matrix products,
 /// small enough that a deadline cuts little work.
 pub fn default_batch(c: &ModelConfig) -> usize {
-    if c.dim >= 512 { 64 } else { 128 }
+    if c.dim >= 512 { 24 } else { 128 }
 }
 
 pub struct SprintPlan<'a> {
