@@ -333,23 +333,7 @@ fn pearson(a: &[f64], b: &[f64]) -> f64 {
 
 /// Upper tail `Q(x) = P(N(0,1) > x)`.
 fn q_tail(x: f64) -> f64 {
-    0.5 * erfc(x / std::f64::consts::SQRT_2)
-}
-
-/// `erfc` by Numerical Recipes' Chebyshev fit (relative error < 1.2e-7).
-fn erfc(x: f64) -> f64 {
-    let z = x.abs();
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let p = -z * z - 1.265_512_23
-        + t * (1.000_023_68
-            + t * (0.374_091_96
-                + t * (0.096_784_18
-                    + t * (-0.186_288_06
-                        + t * (0.278_868_07
-                            + t * (-1.135_203_98
-                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
-    let r = t * p.exp();
-    if x >= 0.0 { r } else { 2.0 - r }
+    0.5 * pow::erfc(x / std::f64::consts::SQRT_2)
 }
 
 /// Inverse of `q_tail` by bisection.

@@ -112,8 +112,9 @@ pub fn r_target_for_rate(vocab: usize, nonces_per_proof: f64) -> f32 {
 }
 
 /// Complementary error function (Numerical Recipes' Chebyshev fit, relative
-/// error below 1.2e-7): enough for difficulty estimates, never used in consensus.
-fn erfc(x: f64) -> f64 {
+/// error below 1.2e-7): enough for difficulty estimates and studies, never
+/// used in consensus.
+pub fn erfc(x: f64) -> f64 {
     let z = x.abs();
     let t = 1.0 / (1.0 + 0.5 * z);
     let poly = -z * z - 1.265_512_23
