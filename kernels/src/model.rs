@@ -59,16 +59,6 @@ pub fn weight_key(sprint_seed: &Hash32, layer: u32, tensor: Tensor) -> Hash32 {
 /// small enough to balance the last tensor across cores.
 const INIT_CHUNK_WORDS: usize = 1 << 16;
 
-/// Fills `out` with elements `start..start+out.len()` of a tensor with fan-in `fan_in`.
-fn fill_tensor_chunk(key: &StreamKey, fan_in: usize, start: u64, out: &mut [u16], words: &mut [u32]) {
-    let s = scale(fan_in);
-    let words = &mut words[..out.len()];
-    fill_words(key, start, words);
-    for (o, &w) in out.iter_mut().zip(words.iter()) {
-        *o = bf16_bits(unit(w) * s);
-    }
-}
-
 /// One tensor, row-major `[out, in]` bf16 bits, generated on all cores.
 pub fn generate_tensor(c: &ModelConfig, sprint_seed: &Hash32, layer: u32, t: Tensor) -> Vec<u16> {
     let mut all = generate_tensors(c, sprint_seed, &[(layer, t)]);
@@ -77,11 +67,28 @@ pub fn generate_tensor(c: &ModelConfig, sprint_seed: &Hash32, layer: u32, t: Ten
 
 /// Several tensors at once, sharing one parallel pass.
 pub fn generate_tensors(c: &ModelConfig, sprint_seed: &Hash32, which: &[(u32, Tensor)]) -> Vec<Vec<u16>> {
-    let mut out: Vec<Vec<u16>> = which
+    generate_tensors_with(c, sprint_seed, which, |words, fan_in, out| {
+        let s = scale(fan_in);
+        for (o, &w) in out.iter_mut().zip(words) {
+            *o = bf16_bits(unit(w) * s);
+        }
+    })
+}
+
+/// The stream words of several weight tensors (spec §3 keys), turned into
+/// elements by `convert(words, fan_in, out)` chunk by chunk on all cores.
+/// Every Sprint function draws its weights this way; only `convert` differs.
+pub fn generate_tensors_with<T: Copy + Default + Send>(
+    c: &ModelConfig,
+    sprint_seed: &Hash32,
+    which: &[(u32, Tensor)],
+    convert: impl Fn(&[u32], usize, &mut [T]) + Sync,
+) -> Vec<Vec<T>> {
+    let mut out: Vec<Vec<T>> = which
         .iter()
         .map(|&(_, t)| {
             let (n, k) = t.shape(c);
-            vec![0u16; n * k]
+            vec![T::default(); n * k]
         })
         .collect();
     let mut jobs = Vec::new();
@@ -94,7 +101,11 @@ pub fn generate_tensors(c: &ModelConfig, sprint_seed: &Hash32, which: &[(u32, Te
     }
     jobs.into_par_iter().for_each_init(
         || vec![0u32; INIT_CHUNK_WORDS],
-        |words, (key, fan_in, start, chunk)| fill_tensor_chunk(&key, fan_in, start, chunk, words),
+        |words, (key, fan_in, start, chunk)| {
+            let words = &mut words[..chunk.len()];
+            fill_words(&key, start, words);
+            convert(words, fan_in, chunk);
+        },
     );
     out
 }

@@ -10,7 +10,7 @@ use super::gemm::PackedI8;
 use crate::chacha::{StreamKey, fill_words};
 use crate::config::ModelConfig;
 use crate::encoding::Hash32;
-use crate::model::{Tensor, weight_key};
+use crate::model::Tensor;
 use crate::pow::input_key;
 
 /// v2's int8 of a stream word: the odd integer `2·(w >> 25) − 127`, uniform
@@ -20,36 +20,13 @@ pub fn i8_of_word(w: u32) -> i8 {
     (2 * (w >> 25) as i32 - 127) as i8
 }
 
-/// Words generated per parallel job.
-const INIT_CHUNK_WORDS: usize = 1 << 16;
-
 /// Several tensors as row-major `[out, in]` int8, sharing one parallel pass.
 pub fn generate_tensors(c: &ModelConfig, sprint_seed: &Hash32, which: &[(u32, Tensor)]) -> Vec<Vec<i8>> {
-    let mut out: Vec<Vec<i8>> = which
-        .iter()
-        .map(|&(_, t)| {
-            let (n, k) = t.shape(c);
-            vec![0i8; n * k]
-        })
-        .collect();
-    let mut jobs = Vec::new();
-    for (buf, &(layer, t)) in out.iter_mut().zip(which) {
-        let key = StreamKey::new(&weight_key(sprint_seed, layer, t));
-        for (i, chunk) in buf.chunks_mut(INIT_CHUNK_WORDS).enumerate() {
-            jobs.push((key, (i * INIT_CHUNK_WORDS) as u64, chunk));
+    crate::model::generate_tensors_with(c, sprint_seed, which, |words, _fan_in, out| {
+        for (o, &w) in out.iter_mut().zip(words) {
+            *o = i8_of_word(w);
         }
-    }
-    jobs.into_par_iter().for_each_init(
-        || vec![0u32; INIT_CHUNK_WORDS],
-        |words, (key, start, chunk)| {
-            let words = &mut words[..chunk.len()];
-            fill_words(&key, start, words);
-            for (o, &w) in chunk.iter_mut().zip(words.iter()) {
-                *o = i8_of_word(w);
-            }
-        },
-    );
-    out
+    })
 }
 
 /// One tensor, row-major `[out, in]` int8.
