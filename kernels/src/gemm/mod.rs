@@ -122,19 +122,8 @@ impl PackedWeight {
     /// as one, without first copying them together: this is how fused
     /// projections such as `[wq; wk; wv]` are built.
     pub fn from_row_blocks(blocks: &[&[u16]], k: usize) -> Self {
-        assert!(k > 0, "stacked blocks need k > 0 to know their row counts");
-        let mut starts = Vec::with_capacity(blocks.len());
-        let mut n = 0;
-        for b in blocks {
-            assert_eq!(b.len() % k, 0, "every block must hold whole rows of k values");
-            starts.push(n);
-            n += b.len() / k;
-        }
-        Self::pack(n, k, |r| {
-            let i = starts.partition_point(|&s| s <= r) - 1;
-            let local = r - starts[i];
-            &blocks[i][local * k..(local + 1) * k]
-        })
+        let stack = RowStack::new(blocks, k);
+        Self::pack(stack.n(), k, |r| stack.row(r))
     }
 
     /// Packs `n` rows of `k` values, row `r` given by `row(r)`.
@@ -212,6 +201,44 @@ impl PackedWeight {
         let start = LINE_U16 + (p * self.kpairs + q) * 2 * LINE_U16;
         let end = LINE_U16 + (p + 1) * self.kpairs * 2 * LINE_U16;
         &self.words()[start - 1..end]
+    }
+}
+
+/// Row-major matrices stacked along their rows, read as one without copying:
+/// fused projections such as `[wq; wk; wv]` are packed from it.
+#[derive(Debug)]
+pub(crate) struct RowStack<'a, T> {
+    blocks: &'a [&'a [T]],
+    /// First stacked row of each block.
+    starts: Vec<usize>,
+    k: usize,
+    n: usize,
+}
+
+impl<'a, T> RowStack<'a, T> {
+    /// Blocks of whole rows of `k > 0` values each.
+    pub(crate) fn new(blocks: &'a [&'a [T]], k: usize) -> Self {
+        assert!(k > 0, "stacked blocks need k > 0 to know their row counts");
+        let mut starts = Vec::with_capacity(blocks.len());
+        let mut n = 0;
+        for b in blocks {
+            assert_eq!(b.len() % k, 0, "every block must hold whole rows of k values");
+            starts.push(n);
+            n += b.len() / k;
+        }
+        Self { blocks, starts, k, n }
+    }
+
+    /// Rows in all blocks together.
+    pub(crate) fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Stacked row `r`.
+    pub(crate) fn row(&self, r: usize) -> &'a [T] {
+        let i = self.starts.partition_point(|&s| s <= r) - 1;
+        let local = r - self.starts[i];
+        &self.blocks[i][local * self.k..(local + 1) * self.k]
     }
 }
 

@@ -82,19 +82,8 @@ impl PackedI8 {
     /// Packs matrices stacked along `n` (each row-major `[n_i, k]`, `k > 0`)
     /// as one, without copying them together first (fused projections).
     pub fn from_row_blocks(blocks: &[&[i8]], k: usize) -> Self {
-        assert!(k > 0, "stacked blocks need k > 0");
-        let mut starts = Vec::with_capacity(blocks.len());
-        let mut n = 0;
-        for b in blocks {
-            assert_eq!(b.len() % k, 0, "every block must hold whole rows of k values");
-            starts.push(n);
-            n += b.len() / k;
-        }
-        let row = |r: usize| {
-            let i = starts.partition_point(|&s| s <= r) - 1;
-            let local = r - starts[i];
-            &blocks[i][local * k..(local + 1) * k]
-        };
+        let stack = crate::gemm::RowStack::new(blocks, k);
+        let (n, row) = (stack.n(), |r: usize| stack.row(r));
         let quads = k.div_ceil(4);
         let panels = n.div_ceil(NR);
         let mut data = vec![Line([0; LINE]); panels * quads * 2];
