@@ -10,6 +10,7 @@ mod bench;
 mod demo;
 mod dists;
 mod keygen;
+mod sim;
 mod sprint;
 mod verify;
 
@@ -45,6 +46,8 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// The local demo: a key, a short Sprint on `small`, and its verification.
     Demo(demo::DemoArgs),
+    /// Simulates a whole network with adversaries, deterministically under a seed.
+    Sim(sim::SimArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Command::Sprint(a) => sprint::run(&a),
         Command::Verify(a) => verify::run(&a),
         Command::Demo(a) => demo::run(&a),
+        Command::Sim(a) => sim::run_sim(&a),
     };
     match result {
         Ok(code) => code,

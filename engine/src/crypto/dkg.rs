@@ -381,6 +381,11 @@ impl Dkg {
         self.members.len()
     }
 
+    /// Members that complained about `dealer`, ascending (each wants a justification).
+    pub fn complainers_of(&self, dealer: u32) -> Vec<u32> {
+        self.complaints.range((dealer, 0)..=(dealer, u32::MAX)).map(|&(_, c)| c).collect()
+    }
+
     /// Member `i`'s public polynomial, once it has dealt.
     pub fn dealt_polynomial(&self, dealer: u32) -> Option<&PublicPolynomial> {
         self.deals.get(dealer as usize)?.as_ref().map(|d| &d.poly)

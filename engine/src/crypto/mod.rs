@@ -9,6 +9,7 @@
 //! | [`votes`] | weighted aggregate votes: bitmap over the epoch's hosts, one signature, integer thresholds |
 //! | [`dkg`] | the per-epoch Joint-Feldman DKG among the highest-weight hosts, a deterministic state machine |
 //! | [`threshold`] | threshold BLS: share keys, partial signatures, Lagrange recovery |
+//! | [`cache`] | a bounded, shared memo of signatures that already verified |
 //! | [`beacon`] | the random beacon `H(σ_e)` and the Sprint seed commit–reveal |
 //! | [`selection`] | auditable per-task selection and integer weighted draws |
 //! | [`wire`] | rkyv encoding and the checked, bounded decoder of every crypto message |
@@ -27,6 +28,7 @@
 //! clocks, randomness passed in, integers only, sorted maps.
 
 pub mod beacon;
+pub mod cache;
 pub mod dkg;
 pub mod keys;
 pub mod scalar;

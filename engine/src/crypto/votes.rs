@@ -187,6 +187,11 @@ impl EpochHosts {
         self.weights.get(index).copied()
     }
 
+    /// Compressed public key of host `index`.
+    pub fn public_key(&self, index: usize) -> Option<PublicKeyBytes> {
+        self.keys.get(index).map(|&k| PublicKey::from(k).compress())
+    }
+
     /// Bytes of a bitmap over this list.
     pub fn bitmap_bytes(&self) -> usize {
         self.len().div_ceil(8)

@@ -14,7 +14,10 @@
 //! committing, and anyone holding the validator's public key can audit it.
 
 mod codec;
+pub mod components;
+pub mod plugin;
 mod sample;
+pub mod systems;
 mod verify;
 
 pub use codec::{

@@ -1,0 +1,64 @@
+//! The genesis: parameters, the first hosts and their weights, and the seed
+//! that chains the first beacon.
+
+use gonka_kernels::encoding::{Hash32, tagged_hash};
+use rkyv::{Archive, Deserialize, Serialize};
+
+use super::ChainError;
+use crate::crypto::{Domain, HostKey, PublicKeyBytes, SignatureBytes};
+use crate::params::ChainParams;
+
+/// A host present at genesis.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct GenesisHost {
+    /// Its key.
+    pub public_key: PublicKeyBytes,
+    /// Its proof of possession.
+    pub proof_of_possession: SignatureBytes,
+    /// Its weight in epoch 0.
+    pub weight: u64,
+}
+
+impl GenesisHost {
+    /// An entry for `key` with `weight`.
+    pub fn new(key: &HostKey, weight: u64) -> Self {
+        Self { public_key: key.public_key(), proof_of_possession: key.proof_of_possession(), weight }
+    }
+}
+
+/// Everything the chain starts from.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Genesis {
+    /// The parameters.
+    pub params: ChainParams,
+    /// Chains the first beacon (`previous` of epoch 0).
+    pub seed: Hash32,
+    /// The first hosts, in registry order.
+    pub hosts: Vec<GenesisHost>,
+}
+
+impl Genesis {
+    /// The chain's identity: a digest of the whole genesis.
+    pub fn digest(&self) -> Hash32 {
+        tagged_hash("gonka/genesis", &[&crate::crypto::wire::encode(self)])
+    }
+
+    /// Parameters valid, keys valid with proofs of possession, no repeats,
+    /// some weight.
+    pub fn validate(&self, cache: &crate::crypto::cache::SigCache) -> Result<(), ChainError> {
+        self.params.validate().map_err(|e| ChainError::Genesis(e.to_string()))?;
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, h) in self.hosts.iter().enumerate() {
+            if !seen.insert(h.public_key) {
+                return Err(ChainError::Genesis(format!("host {i} repeats an earlier key")));
+            }
+            cache
+                .verify(Domain::ProofOfPossession, &h.public_key, &h.public_key, &h.proof_of_possession)
+                .map_err(|e| ChainError::Genesis(format!("host {i}: proof of possession: {e}")))?;
+        }
+        if self.hosts.iter().all(|h| h.weight == 0) {
+            return Err(ChainError::Genesis("no host has weight".into()));
+        }
+        Ok(())
+    }
+}

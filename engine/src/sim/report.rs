@@ -1,0 +1,144 @@
+//! What a simulation measured: a row per epoch and the safety verdicts.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// One epoch as the honest replicas saw it at its last block.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EpochRow {
+    /// The epoch.
+    pub epoch: u64,
+    /// Weight honest hosts hold for the next epoch.
+    pub honest_weight: u64,
+    /// Weight adversaries hold for the next epoch.
+    pub adversary_weight: u64,
+    /// Honest batches accepted.
+    pub honest_accepted: u32,
+    /// Honest batches rejected (must stay 0).
+    pub honest_rejected: u32,
+    /// Honest batches neither accepted nor rejected, or never submitted.
+    pub honest_undecided: u32,
+    /// Bad batches accepted (must stay 0).
+    pub bad_accepted: u32,
+    /// Bad batches rejected by validators.
+    pub bad_rejected: u32,
+    /// Bad batches the chain refused before validation (no contents on chain).
+    pub bad_refused: u32,
+    /// Hosts penalized for equivocation this epoch.
+    pub penalized: u32,
+    /// Whether the epoch's beacon came out (and with it the Sprint).
+    pub beacon: bool,
+    /// Blocks decided in round 0.
+    pub first_round_blocks: u32,
+    /// Largest deciding round.
+    pub max_round: u32,
+    /// Blocks in the epoch.
+    pub blocks: u32,
+}
+
+/// The outcome of a run.
+#[derive(Clone, Debug, Default)]
+pub struct SimReport {
+    /// Hosts simulated.
+    pub hosts: usize,
+    /// Adversaries among them.
+    pub adversaries: usize,
+    /// One row per finished epoch.
+    pub epochs: Vec<EpochRow>,
+    /// Highest height every honest online host applied.
+    pub height: u64,
+    /// Heights at which two different blocks were final (must stay 0).
+    pub conflicting_commits: u32,
+    /// Heights at which honest replicas disagreed on the state root (must stay 0).
+    pub root_mismatches: u32,
+    /// Hosts that halted on a state-root mismatch.
+    pub halted: u32,
+    /// Simulated time, ms.
+    pub simulated_ms: u64,
+    /// Wall-clock time of the run.
+    pub wall: Duration,
+    /// Messages delivered and lost.
+    pub messages: (u64, u64),
+    /// Wall time of each chain system summed over every block one replica applied, in schedule order.
+    pub system_times: Vec<(String, Duration)>,
+    /// Blocks one replica applied, and its total time applying them.
+    pub replica_blocks: (u64, Duration),
+    /// The chain's block interval, ms.
+    pub block_interval_ms: u64,
+    /// A digest of everything above but the wall-clock figures (equal runs, equal digests).
+    pub digest: [u8; 32],
+}
+
+impl SimReport {
+    /// Final blocks per wall-clock second of the whole simulation.
+    pub fn blocks_per_second(&self) -> f64 {
+        (self.height + 1) as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+
+    /// Mean wall time for one replica to apply one block.
+    pub fn apply_time(&self) -> Duration {
+        self.replica_blocks.1 / self.replica_blocks.0.max(1) as u32
+    }
+
+    /// The per-epoch table and the summary, for people.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "epoch | blocks | beacon | weight honest/adv | honest acc/rej/undec | bad acc/rej/refused | penalized | rounds: r0 blocks, max"
+        );
+        for r in &self.epochs {
+            let _ = writeln!(
+                s,
+                "{:>5} | {:>6} | {:>6} | {:>8}/{:<8} | {:>6}/{}/{:<6} | {:>4}/{}/{:<8} | {:>9} | {:>3}, {}",
+                r.epoch,
+                r.blocks,
+                if r.beacon { "yes" } else { "no" },
+                r.honest_weight,
+                r.adversary_weight,
+                r.honest_accepted,
+                r.honest_rejected,
+                r.honest_undecided,
+                r.bad_accepted,
+                r.bad_rejected,
+                r.bad_refused,
+                r.penalized,
+                r.first_round_blocks,
+                r.max_round,
+            );
+        }
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "{} hosts ({} adversarial), {} blocks in {:.1} s simulated, {:.1} s wall: {:.1} blocks/s",
+            self.hosts,
+            self.adversaries,
+            self.height + 1,
+            self.simulated_ms as f64 / 1000.0,
+            self.wall.as_secs_f64(),
+            self.blocks_per_second()
+        );
+        let _ = writeln!(
+            s,
+            "block application: {:.3} ms per block per replica (block interval {} ms); messages {} delivered, {} lost",
+            self.apply_time().as_secs_f64() * 1e3,
+            self.block_interval_ms,
+            self.messages.0,
+            self.messages.1
+        );
+        let _ = writeln!(s, "time per block of each chain system (one replica):");
+        for (name, t) in &self.system_times {
+            let per = t.as_secs_f64() * 1e6 / self.replica_blocks.0.max(1) as f64;
+            let _ = writeln!(s, "  {name:<28} {per:>10.1} µs");
+        }
+        let bad_accepted: u32 = self.epochs.iter().map(|r| r.bad_accepted).sum();
+        let honest_rejected: u32 = self.epochs.iter().map(|r| r.honest_rejected).sum();
+        let _ = writeln!(
+            s,
+            "safety: conflicting final blocks {}, state-root mismatches {}, halted hosts {}; bad batches accepted {}, honest batches rejected {}",
+            self.conflicting_commits, self.root_mismatches, self.halted, bad_accepted, honest_rejected
+        );
+        let _ = writeln!(s, "run digest {}", hex::encode(self.digest));
+        s
+    }
+}

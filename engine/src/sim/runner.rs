@@ -1,0 +1,520 @@
+//! The event loop of the simulation.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use gonka_kernels::encoding::{Hash32, tagged_hash};
+
+use super::host::{Mempool, Role, SimHost};
+use super::network::{EventQueue, Network, Partition, SimRng};
+use super::report::{EpochRow, SimReport};
+use super::{SimConfig, SimError};
+use crate::agent::{Agent, Behavior, ModelCache};
+use crate::chain::types::{Block, FinalBlock, SignedTransaction, Transaction};
+use crate::chain::{Chain, Genesis, GenesisHost};
+use crate::consensus::{Action, Consensus, HeightContext, Message, Proposal, Timeout, TimeoutParams, Vote};
+use crate::crypto::HostKey;
+use crate::crypto::cache::SigCache;
+use crate::hosts::{HostId, Penalized, Weight};
+use crate::proofs::components::{BatchContents, BatchKey, BatchStatus};
+
+/// What travels between hosts.
+#[derive(Clone, Debug)]
+enum NetMsg {
+    /// A proposal with the block it names.
+    Proposal(Proposal, Arc<Block>),
+    /// A vote.
+    Vote(Vote),
+    /// A gossiped transaction.
+    Tx(Arc<SignedTransaction>),
+    /// A final block sent to a host that fell behind (block sync).
+    Final(Arc<FinalBlock>),
+}
+
+#[derive(Debug)]
+enum Event {
+    Deliver {
+        to: usize,
+        msg: NetMsg,
+    },
+    Timeout {
+        host: usize,
+        timeout: Timeout,
+    },
+    StartHeight {
+        host: usize,
+        height: u64,
+    },
+    /// Periodic: resend own messages; ask a peer for blocks if behind.
+    Tick {
+        host: usize,
+    },
+}
+
+/// Everything shared by the hosts of one run.
+struct World {
+    config: SimConfig,
+    queue: EventQueue<Event>,
+    net: Network,
+    hosts: Vec<SimHost>,
+    models: ModelCache,
+    /// The first final block seen at each height, and its state root after it.
+    decided: BTreeMap<u64, (Hash32, Option<Hash32>)>,
+    /// Every final block, by height, as the first host to commit it holds it.
+    finals: BTreeMap<u64, Arc<FinalBlock>>,
+    /// An equivocating proposer's twin of each block it proposed.
+    twins: BTreeMap<Hash32, Hash32>,
+    /// Every block body ever proposed (a host that commits a block it missed
+    /// fetches it from here, as it would from a peer).
+    bodies: BTreeMap<Hash32, Arc<Block>>,
+    report: SimReport,
+    target_height: u64,
+    rounds: BTreeMap<u64, u32>,
+    started: Instant,
+}
+
+/// Runs the simulation to its end and reports.
+pub fn run(config: SimConfig) -> Result<SimReport, SimError> {
+    let t0 = Instant::now();
+    let mut w = setup(config)?;
+    for host in 0..w.hosts.len() {
+        w.queue.push(0, Event::StartHeight { host, height: 0 });
+        w.queue.push(w.tick_ms(), Event::Tick { host });
+    }
+    while let Some(event) = w.queue.pop() {
+        if w.done() {
+            break;
+        }
+        w.handle(event);
+    }
+    w.finish(t0.elapsed());
+    Ok(w.report)
+}
+
+fn setup(config: SimConfig) -> Result<World, SimError> {
+    if config.hosts == 0 {
+        return Err(SimError::Config("at least one host".into()));
+    }
+    let mut rng = SimRng::new(config.seed, "roles");
+    let adversaries = config.hosts * config.adversarial_percent as usize / 100;
+    let mut order: Vec<usize> = (0..config.hosts).collect();
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.range(0, i as u64) as usize);
+    }
+    let mut roles = vec![Role::Honest; config.hosts];
+    for (k, &h) in order.iter().take(adversaries).enumerate() {
+        roles[h] = Role::ADVERSARIES[k % Role::ADVERSARIES.len()];
+    }
+    let keys: Vec<[u8; 32]> = (0..config.hosts)
+        .map(|i| tagged_hash("gonka/sim-key", &[&config.seed.to_le_bytes(), &(i as u64).to_le_bytes()]))
+        .collect();
+    let genesis = Genesis {
+        params: config.params.clone(),
+        seed: tagged_hash("gonka/sim-genesis", &[&config.seed.to_le_bytes()]),
+        hosts: keys.iter().map(|k| GenesisHost::new(&HostKey::from_ikm(k), 10)).collect(),
+    };
+    let cache = SigCache::default();
+    let coalition: Vec<u32> =
+        (0..config.hosts).filter(|&h| roles[h] != Role::Honest).map(|h| h as u32).collect();
+    let mut hosts = Vec::with_capacity(config.hosts);
+    let p = &config.params;
+    let timeouts = TimeoutParams {
+        propose_ms: p.timeout_propose_ms,
+        prevote_ms: p.timeout_vote_ms,
+        precommit_ms: p.timeout_vote_ms,
+        step_ms: p.timeout_step_ms,
+    };
+    for (i, ikm) in keys.iter().enumerate() {
+        let n = config.nonces_per_sprint;
+        let mut behavior = Behavior::honest(rng.range(n / 2, n * 2));
+        match roles[i] {
+            Role::FabricatedProofs => behavior.fabricate_proofs = true,
+            Role::InflatedCount => behavior.inflate_count = true,
+            Role::DuplicateNonces => behavior.duplicate_nonces = true,
+            Role::LazyValidator => behavior.lazy_validator = true,
+            Role::ColludingValidator => behavior.colluders = Some(coalition.clone()),
+            _ => {}
+        }
+        let entropy = tagged_hash("gonka/sim-entropy", &[ikm]);
+        hosts.push(SimHost {
+            index: i,
+            role: roles[i],
+            chain: Chain::from_genesis(&genesis, cache.clone())?,
+            consensus: Consensus::new(Some(HostKey::from_ikm(ikm)), timeouts, cache.clone()),
+            agent: Agent::new(HostKey::from_ikm(ikm), entropy, behavior, config.threads),
+            mempool: Mempool::default(),
+            halted: None,
+        });
+    }
+    let mut network = config.network.clone();
+    if config.partition_minority {
+        // A fifth of the honest hosts lose the rest for a third of the second epoch.
+        let honest: Vec<usize> = (0..config.hosts).filter(|&h| roles[h] == Role::Honest).collect();
+        let minority: Vec<usize> = honest.iter().copied().take(honest.len() / 5).collect();
+        let epoch_ms = p.epoch_blocks * p.block_interval_ms.max(1);
+        network.partitions.push(Partition { from_ms: epoch_ms, until_ms: epoch_ms + epoch_ms / 3, minority });
+    }
+    let target_height = config.epochs * p.epoch_blocks - 1;
+    let target_height = config.max_blocks.map_or(target_height, |m| target_height.min(m.saturating_sub(1)));
+    let report = SimReport {
+        hosts: config.hosts,
+        adversaries,
+        block_interval_ms: p.block_interval_ms,
+        ..SimReport::default()
+    };
+    Ok(World {
+        net: Network::new(network, config.seed),
+        config,
+        queue: EventQueue::default(),
+        hosts,
+        models: ModelCache::default(),
+        decided: BTreeMap::new(),
+        bodies: BTreeMap::new(),
+        finals: BTreeMap::new(),
+        twins: BTreeMap::new(),
+        report,
+        target_height,
+        rounds: BTreeMap::new(),
+        started: Instant::now(),
+    })
+}
+
+impl World {
+    /// How often a host resends its messages and checks whether it fell behind.
+    fn tick_ms(&self) -> u64 {
+        self.config.params.timeout_propose_ms.max(1)
+    }
+
+    /// Resends this host's consensus messages; when the network already
+    /// finalized its height, a peer sends it the final block.
+    fn tick(&mut self, host: usize) {
+        let now = self.queue.now_ms();
+        self.queue.push(now + self.tick_ms(), Event::Tick { host });
+        for m in self.hosts[host].consensus.rebroadcast() {
+            match m {
+                Message::Proposal(p) => {
+                    if let Some(block) = self.bodies.get(&p.block).cloned() {
+                        self.broadcast(host, |_| NetMsg::Proposal(p.clone(), Arc::clone(&block)));
+                    }
+                }
+                Message::Vote(v) => self.broadcast(host, |_| NetMsg::Vote(v.clone())),
+            }
+        }
+        let height = self.hosts[host].chain.next_height();
+        if let Some(fb) = self.finals.get(&height).cloned() {
+            // Any peer that applied it can serve it; the first one that did is as good as any.
+            let peer = self
+                .hosts
+                .iter()
+                .position(|h| h.index != host && h.online() && h.chain.next_height() > height);
+            if let Some(peer) = peer
+                && let Some(at) = self.net.send(peer, host, now)
+            {
+                self.queue.push(at, Event::Deliver { to: host, msg: NetMsg::Final(fb) });
+            }
+        }
+    }
+
+    /// Whether every online host has applied the target height.
+    fn done(&self) -> bool {
+        self.hosts
+            .iter()
+            .filter(|h| h.online())
+            .all(|h| h.chain.tip().height.is_some_and(|t| t >= self.target_height))
+    }
+
+    fn handle(&mut self, event: Event) {
+        let now = self.queue.now_ms();
+        let (host, actions) = match event {
+            Event::StartHeight { host, height } => {
+                let h = &mut self.hosts[host];
+                if !h.online() || h.chain.next_height() != height || height > self.target_height {
+                    return;
+                }
+                let ctx = HeightContext {
+                    height,
+                    hosts: Arc::clone(&h.chain.voting().hosts),
+                    proposer_seed: h.chain.proposer_seed(),
+                };
+                let actions = h.consensus.start_height(ctx, now);
+                (host, actions)
+            }
+            Event::Tick { host } => {
+                if self.hosts[host].online() {
+                    self.tick(host);
+                }
+                return;
+            }
+            Event::Timeout { host, timeout } => {
+                if !self.hosts[host].online() {
+                    return;
+                }
+                (host, self.hosts[host].consensus.on_timeout(timeout, now))
+            }
+            Event::Deliver { to, msg } => {
+                if !self.hosts[to].online() {
+                    return;
+                }
+                let h = &mut self.hosts[to];
+                let actions = match msg {
+                    NetMsg::Tx(tx) => {
+                        h.mempool.add(tx);
+                        Vec::new()
+                    }
+                    NetMsg::Vote(v) => h.consensus.on_vote(&v, now),
+                    NetMsg::Final(fb) => {
+                        let hash = fb.block.header.hash();
+                        self.bodies.entry(hash).or_insert_with(|| Arc::new(fb.block.clone()));
+                        let (height, round) = (fb.block.header.height, fb.round);
+                        h.consensus.on_finality(height, round, hash, fb.finality.clone()).unwrap_or_default()
+                    }
+                    NetMsg::Proposal(p, block) => {
+                        // A proposal for a later height is held by the consensus and
+                        // comes back as `Action::CheckProposal` once the host gets there.
+                        let valid = p.height == h.chain.next_height()
+                            && block.header.hash() == p.block
+                            && h.chain.check_proposal(&block).is_ok();
+                        self.bodies.entry(p.block).or_insert(block);
+                        h.consensus.on_proposal(&p, valid, now)
+                    }
+                };
+                (to, actions)
+            }
+        };
+        self.act(host, actions);
+    }
+
+    /// Carries out a host's consensus actions.
+    fn act(&mut self, host: usize, actions: Vec<Action>) {
+        let mut pending = std::collections::VecDeque::from(actions);
+        while let Some(action) = pending.pop_front() {
+            let now = self.queue.now_ms();
+            match action {
+                Action::BuildBlock { height, round } => {
+                    let h = &self.hosts[host];
+                    let me = h
+                        .chain
+                        .voting()
+                        .position(h.chain.registry().id_of(&h.agent.key().public_key()).unwrap_or(u32::MAX));
+                    let Some(me) = me else { continue };
+                    let block = h.build_block(round, me as u32);
+                    let hash = block.header.hash();
+                    self.bodies.insert(hash, Arc::new(block));
+                    pending.extend(self.hosts[host].consensus.propose(height, round, hash, now));
+                }
+                Action::CheckProposal(p) => {
+                    let h = &mut self.hosts[host];
+                    let valid = self
+                        .bodies
+                        .get(&p.block)
+                        .is_some_and(|b| b.header.hash() == p.block && h.chain.check_proposal(b).is_ok());
+                    pending.extend(h.consensus.on_proposal(&p, valid, now));
+                }
+                Action::Broadcast(Message::Proposal(p)) => {
+                    let Some(block) = self.bodies.get(&p.block).cloned() else { continue };
+                    if self.hosts[host].role == Role::EquivocatingProposer {
+                        self.equivocate_proposal(host, &p, &block);
+                    } else {
+                        self.broadcast(host, |_| NetMsg::Proposal(p.clone(), Arc::clone(&block)));
+                    }
+                }
+                Action::Broadcast(Message::Vote(v)) => {
+                    if self.hosts[host].role == Role::EquivocatingProposer && v.block.is_some() {
+                        // The other half sees a vote for the twin block (or nil).
+                        let twin = v.block.and_then(|b| self.twins.get(&b).copied());
+                        let key = self.hosts[host].agent.key();
+                        let other = Vote::signed(key, v.voter, v.height, v.round, v.kind, twin);
+                        self.broadcast(host, |to| {
+                            NetMsg::Vote(if to % 2 == 0 { v.clone() } else { other.clone() })
+                        });
+                    } else {
+                        self.broadcast(host, |_| NetMsg::Vote(v.clone()));
+                    }
+                }
+                Action::ScheduleTimeout(t) => self.queue.push(t.at_ms, Event::Timeout { host, timeout: t }),
+                Action::Commit { height, round, block, finality } => {
+                    self.commit(host, height, round, block, finality)
+                }
+                Action::Evidence(e) => {
+                    let tx = Arc::new(SignedTransaction::sign(
+                        self.hosts[host].agent.key(),
+                        Transaction::Equivocation(e),
+                    ));
+                    self.gossip(host, tx);
+                }
+            }
+        }
+    }
+
+    /// An equivocating proposer sends its block to half the hosts and a twin
+    /// (same header, no transactions) to the other half.
+    fn equivocate_proposal(&mut self, host: usize, p: &Proposal, block: &Arc<Block>) {
+        let mut twin = (**block).clone();
+        twin.transactions.clear();
+        twin.header.transactions_root = crate::chain::types::transactions_root(&twin.transactions);
+        let twin_hash = twin.header.hash();
+        let twin = Arc::new(twin);
+        self.bodies.insert(twin_hash, Arc::clone(&twin));
+        self.twins.insert(p.block, twin_hash);
+        let key = self.hosts[host].agent.key();
+        let q = Proposal::signed(key, p.proposer, p.height, p.round, twin_hash, p.pol_round);
+        let p = p.clone();
+        let block = Arc::clone(block);
+        self.broadcast(host, |to| {
+            if to % 2 == 0 {
+                NetMsg::Proposal(p.clone(), Arc::clone(&block))
+            } else {
+                NetMsg::Proposal(q.clone(), Arc::clone(&twin))
+            }
+        });
+    }
+
+    fn broadcast(&mut self, from: usize, msg: impl Fn(usize) -> NetMsg) {
+        let now = self.queue.now_ms();
+        for to in 0..self.hosts.len() {
+            if to == from {
+                continue;
+            }
+            if let Some(at) = self.net.send(from, to, now) {
+                self.queue.push(at, Event::Deliver { to, msg: msg(to) });
+            }
+        }
+    }
+
+    fn gossip(&mut self, from: usize, tx: Arc<SignedTransaction>) {
+        self.hosts[from].mempool.add(Arc::clone(&tx));
+        self.broadcast(from, |_| NetMsg::Tx(Arc::clone(&tx)));
+    }
+
+    fn commit(
+        &mut self,
+        host: usize,
+        height: u64,
+        round: u32,
+        hash: Hash32,
+        finality: crate::crypto::votes::VoteSet,
+    ) {
+        let Some(block) = self.bodies.get(&hash).cloned() else { return };
+        let first = *self.decided.entry(height).or_insert((hash, None));
+        if first.0 != hash {
+            self.report.conflicting_commits += 1;
+        }
+        let fb = FinalBlock { block: (*block).clone(), round, finality };
+        let fb = Arc::new(fb);
+        self.finals.entry(height).or_insert_with(|| Arc::clone(&fb));
+        // The Sprint window is reset by the epoch's last block: read it before.
+        let had_sprint = self.hosts[host].chain.sprint().seed.is_some();
+        let t = Instant::now();
+        let applied = self.hosts[host].chain.apply(&fb);
+        if host == self.reference() {
+            self.report.replica_blocks.0 += 1;
+            self.report.replica_blocks.1 += t.elapsed();
+        }
+        match applied {
+            Err(e) => {
+                self.report.halted += 1;
+                self.hosts[host].halted = Some(e.to_string());
+                return;
+            }
+            Ok(r) => {
+                let entry = self.decided.get_mut(&height).expect("inserted above");
+                match entry.1 {
+                    None => entry.1 = Some(r.state_root),
+                    Some(root) if root != r.state_root && self.hosts[host].role == Role::Honest => {
+                        self.report.root_mismatches += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.rounds.entry(height).or_insert(round);
+        let h = &mut self.hosts[host];
+        h.mempool.remove_included(&block);
+        let txs = h.agent.on_block(&mut h.chain, &self.models);
+        for tx in txs {
+            self.gossip(host, Arc::new(tx));
+        }
+        if host == self.reference() {
+            self.observe_epoch(height, had_sprint);
+        }
+        let next = height + 1;
+        let at = self.queue.now_ms() + self.config.params.block_interval_ms;
+        self.queue.push(at, Event::StartHeight { host, height: next });
+    }
+
+    /// The honest online host whose replica the report reads.
+    fn reference(&self) -> usize {
+        self.hosts.iter().position(|h| h.role == Role::Honest && h.halted.is_none()).unwrap_or(0)
+    }
+
+    /// At an epoch's last block: its row of the table, from the reference replica.
+    fn observe_epoch(&mut self, height: u64, beacon: bool) {
+        let p = &self.config.params;
+        if !(height + 1).is_multiple_of(p.epoch_blocks) {
+            return;
+        }
+        let epoch = p.epoch_of(height);
+        let roles: Vec<Role> = self.hosts.iter().map(|h| h.role).collect();
+        let reference = self.reference();
+        let chain = &mut self.hosts[reference].chain;
+        let world = chain.world_mut_for_queries();
+        let mut row = EpochRow { epoch, beacon, ..EpochRow::default() };
+        let mut q = world.query::<(&BatchKey, &BatchStatus, Option<&BatchContents>)>();
+        for (key, status, _) in q.iter(world).filter(|(k, _, _)| k.epoch == epoch) {
+            let role = roles.get(key.host as usize).copied().unwrap_or(Role::Honest);
+            match (role.submits_bad_batch(), status) {
+                (false, BatchStatus::Accepted) => row.honest_accepted += 1,
+                (false, BatchStatus::Rejected) if role == Role::Honest => row.honest_rejected += 1,
+                (false, _) if role == Role::Honest => row.honest_undecided += 1,
+                (true, BatchStatus::Accepted) => row.bad_accepted += 1,
+                (true, BatchStatus::Rejected) => row.bad_rejected += 1,
+                (true, _) => row.bad_refused += 1,
+                _ => {}
+            }
+        }
+        let mut hq = world.query::<(&HostId, &Weight, Option<&Penalized>)>();
+        for (id, weight, penalized) in hq.iter(world) {
+            if roles.get(id.0 as usize) == Some(&Role::Honest) {
+                row.honest_weight += weight.0;
+            } else {
+                row.adversary_weight += weight.0;
+            }
+            if penalized.is_some_and(|p| p.epoch == epoch) {
+                row.penalized += 1;
+            }
+        }
+        let start = p.epoch_start(epoch);
+        let rounds: Vec<u32> = self.rounds.range(start..=height).map(|(_, &r)| r).collect();
+        row.blocks = rounds.len() as u32;
+        row.first_round_blocks = rounds.iter().filter(|&&r| r == 0).count() as u32;
+        row.max_round = rounds.iter().copied().max().unwrap_or(0);
+        if let Some(f) = self.config.on_epoch {
+            f(&row, self.started.elapsed().as_secs_f64());
+        }
+        self.report.epochs.push(row);
+    }
+
+    fn finish(&mut self, wall: std::time::Duration) {
+        self.report.wall = wall;
+        self.report.simulated_ms = self.queue.now_ms();
+        self.report.messages = (self.net.delivered, self.net.lost);
+        self.report.height =
+            self.hosts.iter().filter(|h| h.online()).filter_map(|h| h.chain.tip().height).min().unwrap_or(0);
+        let reference = self.reference();
+        self.report.system_times = self.hosts[reference].chain.system_times();
+        let mut parts: Vec<u8> = Vec::new();
+        for r in &self.report.epochs {
+            parts.extend_from_slice(format!("{r:?}").as_bytes());
+        }
+        for (h, (hash, root)) in &self.decided {
+            parts.extend_from_slice(&h.to_le_bytes());
+            parts.extend_from_slice(hash);
+            parts.extend_from_slice(&root.unwrap_or([0; 32]));
+        }
+        parts.extend_from_slice(&self.report.simulated_ms.to_le_bytes());
+        parts.extend_from_slice(&self.report.messages.0.to_le_bytes());
+        parts.extend_from_slice(&self.report.messages.1.to_le_bytes());
+        self.report.digest = tagged_hash("gonka/sim-report", &[&parts]);
+    }
+}

@@ -1,0 +1,98 @@
+//! `gonka sim`: a whole network in one process, deterministic under a seed,
+//! with adversaries, printing a row per epoch and a summary.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use gonka_engine::sim::{EpochRow, NetworkConfig, SimConfig, run};
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Hosts in the network.
+    #[arg(long, default_value_t = 50)]
+    hosts: usize,
+    /// Epochs to run.
+    #[arg(long, default_value_t = 10)]
+    epochs: u64,
+    /// Stop after this many blocks.
+    #[arg(long)]
+    blocks: Option<u64>,
+    /// Percent of hosts that are adversaries (fabricated proofs, inflated counts,
+    /// duplicate nonces, lazy and colluding validators, an equivocating proposer, offline).
+    #[arg(long, default_value_t = 20)]
+    adversarial: u32,
+    /// Seed of every random choice: same seed, same output.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// One-way latency range in ms, `MIN-MAX`.
+    #[arg(long, default_value = "5-40")]
+    latency: String,
+    /// Messages lost, per thousand.
+    #[arg(long, default_value_t = 10)]
+    loss: u32,
+    /// No partition of an honest minority in the second epoch.
+    #[arg(long)]
+    no_partition: bool,
+    /// Nonces an average honest host computes per Sprint.
+    #[arg(long, default_value_t = 4096)]
+    nonces: u64,
+    /// Cores for mining and validation (default: all).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn print_row(r: &EpochRow, wall_s: f64) {
+    eprintln!(
+        "epoch {:>3} done at {:>6.1} s: {} blocks, beacon {}, weight honest {} / adversarial {}, batches honest {}/{}/{} bad {}/{}/{}",
+        r.epoch,
+        wall_s,
+        r.blocks,
+        if r.beacon { "yes" } else { "no" },
+        r.honest_weight,
+        r.adversary_weight,
+        r.honest_accepted,
+        r.honest_rejected,
+        r.honest_undecided,
+        r.bad_accepted,
+        r.bad_rejected,
+        r.bad_refused
+    );
+}
+
+pub fn run_sim(a: &SimArgs) -> anyhow::Result<ExitCode> {
+    let (lo, hi) = a.latency.split_once('-').context("latency must be MIN-MAX in ms")?;
+    let (latency_ms_min, latency_ms_max): (u64, u64) =
+        (lo.trim().parse().context("latency minimum")?, hi.trim().parse().context("latency maximum")?);
+    if latency_ms_min > latency_ms_max || a.loss > 1000 || a.adversarial > 100 || a.hosts == 0 {
+        bail!("need latency MIN ≤ MAX, loss ≤ 1000 per thousand, adversarial ≤ 100 %, at least one host");
+    }
+    let defaults = SimConfig::default();
+    let config = SimConfig {
+        hosts: a.hosts,
+        adversarial_percent: a.adversarial,
+        epochs: a.epochs,
+        max_blocks: a.blocks,
+        seed: a.seed,
+        network: NetworkConfig {
+            latency_ms_min,
+            latency_ms_max,
+            loss_permille: a.loss,
+            partitions: Vec::new(),
+        },
+        nonces_per_sprint: a.nonces,
+        threads: a.threads.unwrap_or(defaults.threads),
+        partition_minority: !a.no_partition,
+        on_epoch: Some(print_row),
+        ..defaults
+    };
+    eprintln!(
+        "simulating {} hosts ({} % adversarial) for {} epochs of {} blocks, seed {}",
+        config.hosts, config.adversarial_percent, config.epochs, config.params.epoch_blocks, config.seed
+    );
+    let report = run(config)?;
+    print!("{}", report.render());
+    let bad: u32 = report.epochs.iter().map(|r| r.bad_accepted + r.honest_rejected).sum();
+    let unsafe_run = report.conflicting_commits + report.root_mismatches + report.halted + bad > 0;
+    Ok(if unsafe_run { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
