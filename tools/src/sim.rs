@@ -35,7 +35,7 @@ pub struct SimArgs {
     #[arg(long)]
     no_partition: bool,
     /// Nonces an average honest host computes per Sprint.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 2048)]
     nonces: u64,
     /// Cores for mining and validation (default: all).
     #[arg(long)]
@@ -44,16 +44,16 @@ pub struct SimArgs {
 
 fn print_row(r: &EpochRow, wall_s: f64) {
     eprintln!(
-        "epoch {:>3} done at {:>6.1} s: {} blocks, beacon {}, weight honest {} / adversarial {}, batches honest {}/{}/{} bad {}/{}/{}",
+        "epoch {:>3} done at {:>6.1} s: {} blocks, beacon {}, weight honest {} / adversarial {}, batches good {}/{}/{} bad {}/{}/{}",
         r.epoch,
         wall_s,
         r.blocks,
         if r.beacon { "yes" } else { "no" },
         r.honest_weight,
         r.adversary_weight,
-        r.honest_accepted,
-        r.honest_rejected,
-        r.honest_undecided,
+        r.good_accepted,
+        r.good_rejected,
+        r.good_undecided,
         r.bad_accepted,
         r.bad_rejected,
         r.bad_refused
@@ -92,7 +92,7 @@ pub fn run_sim(a: &SimArgs) -> anyhow::Result<ExitCode> {
     );
     let report = run(config)?;
     print!("{}", report.render());
-    let bad: u32 = report.epochs.iter().map(|r| r.bad_accepted + r.honest_rejected).sum();
+    let bad: u32 = report.epochs.iter().map(|r| r.bad_accepted + r.good_rejected).sum();
     let unsafe_run = report.conflicting_commits + report.root_mismatches + report.halted + bad > 0;
     Ok(if unsafe_run { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

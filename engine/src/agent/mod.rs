@@ -88,9 +88,23 @@ struct Done {
     complaints: bool,
     justified: bool,
     partials: bool,
-    mined: bool,
+    /// The commitment and batch mined this epoch, and the height each was last sent at.
+    mined: Option<Mined>,
     validated: bool,
 }
+
+/// A mined Sprint: the commitment goes first; the batch once the
+/// commitment is on chain (a batch without one is refused).
+#[derive(Clone, Debug)]
+struct Mined {
+    commitment: SignedTransaction,
+    batch: SignedTransaction,
+    commitment_sent: u64,
+    batch_sent: Option<u64>,
+}
+
+/// Blocks to wait for a transaction to land before sending it again (gossip can lose it).
+const RESEND_BLOCKS: u64 = 3;
 
 /// One host's agent.
 #[derive(Debug)]
@@ -145,9 +159,8 @@ impl Agent {
         if let Some(seed) = sprint.seed
             && sprint.epoch == epoch
         {
-            if !self.done.mined && next <= sprint.end {
-                self.done.mined = true;
-                out.extend(self.mine(chain, models, &seed, epoch));
+            if next <= sprint.end {
+                out.extend(self.submit(chain, models, &seed, epoch, id, next));
             }
             let voting_weight = pos.map_or(0, |p| chain.voting().weights[p as usize]);
             if !self.done.validated && voting_weight > 0 && next > sprint.end && next <= sprint.validation_end
@@ -213,11 +226,58 @@ impl Agent {
         }
     }
 
-    /// Mines this host's nonces of the Sprint and returns its commitment and batch.
-    fn mine(&self, chain: &Chain, models: &ModelCache, seed: &Hash32, epoch: u64) -> Vec<SignedTransaction> {
+    /// Mines once per Sprint, then sends the commitment, and the batch once
+    /// the commitment is on chain; either again when it has not landed.
+    fn submit(
+        &mut self,
+        chain: &Chain,
+        models: &ModelCache,
+        seed: &Hash32,
+        epoch: u64,
+        me: u32,
+        next: u64,
+    ) -> Vec<SignedTransaction> {
+        if self.done.mined.is_none() {
+            let Some((commitment, batch)) = self.mine(chain, models, seed, epoch) else { return Vec::new() };
+            self.done.mined = Some(Mined {
+                commitment: commitment.clone(),
+                batch,
+                commitment_sent: next,
+                batch_sent: None,
+            });
+            return vec![commitment];
+        }
+        let Some(m) = self.done.mined.as_mut() else { return Vec::new() };
+        let world = chain.world();
+        let status = world
+            .resource::<crate::proofs::components::BatchIndex>()
+            .0
+            .get(&BatchKey { epoch, host: me })
+            .and_then(|&e| world.get::<BatchStatus>(e).copied());
+        match status {
+            None if next >= m.commitment_sent + RESEND_BLOCKS => {
+                m.commitment_sent = next;
+                vec![m.commitment.clone()]
+            }
+            Some(BatchStatus::Committed) if m.batch_sent.is_none_or(|h| next >= h + RESEND_BLOCKS) => {
+                m.batch_sent = Some(next);
+                vec![m.batch.clone()]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Mines this host's nonces of the Sprint: its commitment and batch transactions.
+    fn mine(
+        &self,
+        chain: &Chain,
+        models: &ModelCache,
+        seed: &Hash32,
+        epoch: u64,
+    ) -> Option<(SignedTransaction, SignedTransaction)> {
         let params = chain.params();
-        let Difficulty::V2 { nonces_per_proof } = params.pow_difficulty else { return Vec::new() };
-        let Some(model) = models.get(chain, seed) else { return Vec::new() };
+        let Difficulty::V2 { nonces_per_proof } = params.pow_difficulty else { return None };
+        let model = models.get(chain, seed)?;
         let n = self.behavior.nonces_per_sprint;
         let mut proofs: Vec<ProofEntry> = if self.behavior.fabricate_proofs {
             // Claims without work: every nonce a multiple of the difficulty, a perfect score.
@@ -237,7 +297,7 @@ impl Agent {
         };
         proofs.truncate(params.max_batch_proofs as usize);
         if proofs.is_empty() {
-            return Vec::new();
+            return None;
         }
         let config = params.pow_shape.named_config().expect("validated at genesis");
         let mut batch = ProofBatch::new_signed(&self.key, *seed, &config, params.pow_difficulty, n, proofs);
@@ -250,10 +310,10 @@ impl Agent {
         if self.behavior.inflate_count {
             claimed *= 2;
         }
-        vec![
+        Some((
             self.tx(Transaction::ProofCommitment { epoch, commitment: batch.commitment(), proofs: claimed }),
             self.tx(Transaction::ProofBatch(batch)),
-        ]
+        ))
     }
 
     /// Judges every other submitted batch of the Sprint by a recomputed sample.

@@ -20,6 +20,7 @@ pub fn punish_equivocations(
     registry: Res<HostRegistry>,
     mut voting: ResMut<VotingHosts>,
     mut seen: ResMut<EvidenceSeen>,
+    verifier: Res<crate::chain::Verifier>,
 ) {
     let what = "equivocation";
     let pending: Vec<usize> =
@@ -35,16 +36,19 @@ pub fn punish_equivocations(
                 let why = format!("votes at height {height} are not of this epoch's past");
                 return Err(TxError::Invalid { what, why });
             }
-            let pos =
-                evidence.verify(&voting.hosts).map_err(|e| TxError::Invalid { what, why: e.to_string() })?;
             let voter = *voting
                 .ids
-                .get(pos as usize)
+                .get(evidence.a.voter as usize)
                 .ok_or(TxError::Invalid { what, why: "no such voter".into() })?;
+            // Already punished (this offence, or any this epoch: its weight is
+            // gone): refuse before paying for the signature checks.
             let key = (height, voter, evidence.a.round);
-            if seen.0.contains_key(&key) {
+            if seen.0.contains_key(&key) || voting.weights.get(evidence.a.voter as usize) == Some(&0) {
                 return Err(TxError::Duplicate { what, host: voter });
             }
+            evidence
+                .verify(&voting.hosts, &verifier.0)
+                .map_err(|e| TxError::Invalid { what, why: e.to_string() })?;
             // Evidence names this epoch's heights only: older entries can go.
             let epoch_start = params.epoch_start(clock.epoch);
             seen.0 = seen.0.split_off(&(epoch_start, 0, 0));

@@ -297,8 +297,15 @@ impl Chain {
     pub fn apply(&mut self, fb: &FinalBlock) -> Result<ApplyReport, ChainError> {
         let h = fb.block.header;
         self.check_extends(&fb.block)?;
-        crate::consensus::verify_finality(&self.voting().hosts, h.height, fb.round, &h.hash(), &fb.finality)
-            .map_err(|source| ChainError::Finality { height: h.height, source })?;
+        crate::consensus::verify_finality(
+            &self.voting().hosts,
+            h.height,
+            fb.round,
+            &h.hash(),
+            &fb.finality,
+            &self.cache,
+        )
+        .map_err(|source| ChainError::Finality { height: h.height, source })?;
         self.apply_trusted(&fb.block, fb.round)
     }
 

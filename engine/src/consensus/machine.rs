@@ -233,7 +233,7 @@ impl Consensus {
             self.stats.ignored += 1;
             return Ok(Vec::new());
         };
-        if let Err(e) = verify_finality(&st.ctx.hosts, height, round, &block, &finality) {
+        if let Err(e) = verify_finality(&st.ctx.hosts, height, round, &block, &finality, &self.cache) {
             self.stats.rejected += 1;
             return Err(e);
         }

@@ -18,11 +18,12 @@ use gonka_kernels::encoding::Hash32;
 use rkyv::{Archive, Deserialize, Serialize};
 
 use super::ConsensusError;
+use crate::crypto::cache::SigCache;
 use crate::crypto::votes::{
-    EpochHosts, MAX_VOTE_MESSAGE_BYTES, Threshold, VoteSet, VoteTally, verify_vote_set,
+    EpochHosts, MAX_VOTE_MESSAGE_BYTES, Threshold, VoteSet, VoteTally, verify_vote_set_cached,
 };
 use crate::crypto::wire::{WireError, WireMessage};
-use crate::crypto::{Domain, HostKey, SignatureBytes, verify};
+use crate::crypto::{Domain, HostKey, SignatureBytes};
 
 /// First bytes of every signed vote.
 const VOTE_HEADER: &[u8] = b"gonka/block-vote/v1";
@@ -216,7 +217,7 @@ impl Equivocation {
     /// Checks the evidence against the epoch's hosts: the same voter, height,
     /// round and kind, two different values, both signatures valid. Returns
     /// the equivocating host's index.
-    pub fn verify(&self, hosts: &EpochHosts) -> Result<u32, ConsensusError> {
+    pub fn verify(&self, hosts: &EpochHosts, cache: &SigCache) -> Result<u32, ConsensusError> {
         let (a, b) = (&self.a, &self.b);
         let not = |why| Err(ConsensusError::NotEquivocation { why });
         if a.voter != b.voter {
@@ -235,7 +236,7 @@ impl Equivocation {
             hosts: hosts.len(),
         })?;
         for v in [a, b] {
-            verify(Domain::BlockVote, &pk, &v.message(), &v.signature).map_err(|source| {
+            cache.verify(Domain::BlockVote, &pk, &v.message(), &v.signature).map_err(|source| {
                 ConsensusError::BadSignature {
                     what: v.kind.name(),
                     height: v.height,
@@ -258,9 +259,10 @@ pub fn verify_finality(
     round: u32,
     block: &Hash32,
     set: &VoteSet,
+    cache: &SigCache,
 ) -> Result<VoteTally, ConsensusError> {
     let message = vote_message(height, round, VoteKind::Precommit, Some(block));
-    verify_vote_set(hosts, Domain::BlockVote, &message, set, Threshold::FINALITY)
+    verify_vote_set_cached(hosts, Domain::BlockVote, &message, set, Threshold::FINALITY, cache)
         .map_err(|source| ConsensusError::Finality { height, round, source })
 }
 
@@ -391,19 +393,36 @@ mod tests {
         let hosts = EpochHosts::new(&list).expect("valid hosts");
         let a = Vote::signed(&keys[1], 1, 5, 0, VoteKind::Prevote, Some([1; 32]));
         let b = Vote::signed(&keys[1], 1, 5, 0, VoteKind::Prevote, None);
-        assert_eq!(Equivocation { a: a.clone(), b: b.clone() }.verify(&hosts).expect("evidence"), 1);
+        assert_eq!(
+            Equivocation { a: a.clone(), b: b.clone() }
+                .verify(&hosts, &SigCache::default())
+                .expect("evidence"),
+            1
+        );
         let same = Equivocation { a: a.clone(), b: a.clone() };
-        assert!(matches!(same.verify(&hosts), Err(ConsensusError::NotEquivocation { .. })));
+        assert!(matches!(
+            same.verify(&hosts, &SigCache::default()),
+            Err(ConsensusError::NotEquivocation { .. })
+        ));
         let other_round = Vote::signed(&keys[1], 1, 5, 1, VoteKind::Prevote, None);
         let e = Equivocation { a: a.clone(), b: other_round };
-        assert!(matches!(e.verify(&hosts), Err(ConsensusError::NotEquivocation { .. })));
+        assert!(matches!(
+            e.verify(&hosts, &SigCache::default()),
+            Err(ConsensusError::NotEquivocation { .. })
+        ));
         let other_kind = Vote::signed(&keys[1], 1, 5, 0, VoteKind::Precommit, None);
-        assert!(Equivocation { a: a.clone(), b: other_kind }.verify(&hosts).is_err());
+        assert!(Equivocation { a: a.clone(), b: other_kind }.verify(&hosts, &SigCache::default()).is_err());
         // Someone else's signature under host 1's name is no evidence against it.
         let forged = Vote { voter: 1, ..Vote::signed(&keys[2], 2, 5, 0, VoteKind::Prevote, None) };
         let e = Equivocation { a: a.clone(), b: forged };
-        assert!(matches!(e.verify(&hosts), Err(ConsensusError::BadSignature { host: 1, .. })));
+        assert!(matches!(
+            e.verify(&hosts, &SigCache::default()),
+            Err(ConsensusError::BadSignature { host: 1, .. })
+        ));
         let outsider = Equivocation { a: Vote { voter: 9, ..a.clone() }, b: Vote { voter: 9, ..b } };
-        assert!(matches!(outsider.verify(&hosts), Err(ConsensusError::NotMember { host: 9, .. })));
+        assert!(matches!(
+            outsider.verify(&hosts, &SigCache::default()),
+            Err(ConsensusError::NotMember { host: 9, .. })
+        ));
     }
 }

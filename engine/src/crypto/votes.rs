@@ -266,6 +266,31 @@ pub fn verify_vote_set(
     set: &VoteSet,
     threshold: Threshold,
 ) -> Result<VoteTally, VoteError> {
+    check_vote_set(hosts, domain, expected_message, set, threshold, None)
+}
+
+/// [`verify_vote_set`] through `cache`: the pairing check of the aggregate
+/// runs once per distinct set (every replica of a process checks the same
+/// final blocks).
+pub fn verify_vote_set_cached(
+    hosts: &EpochHosts,
+    domain: Domain,
+    expected_message: &[u8],
+    set: &VoteSet,
+    threshold: Threshold,
+    cache: &super::cache::SigCache,
+) -> Result<VoteTally, VoteError> {
+    check_vote_set(hosts, domain, expected_message, set, threshold, Some(cache))
+}
+
+fn check_vote_set(
+    hosts: &EpochHosts,
+    domain: Domain,
+    expected_message: &[u8],
+    set: &VoteSet,
+    threshold: Threshold,
+    cache: Option<&super::cache::SigCache>,
+) -> Result<VoteTally, VoteError> {
     if set.message != expected_message {
         return Err(VoteError::WrongMessage {
             expected_len: expected_message.len(),
@@ -273,12 +298,9 @@ pub fn verify_vote_set(
         });
     }
     let signers = signer_indices(&set.signers, hosts.len())?;
-    let points: Vec<blst_p1_affine> = signers.iter().map(|&i| hosts.keys[i]).collect();
-    let sum = points.as_slice().add();
-    let aggregate = PublicKey::from_aggregate(&AggregatePublicKey::from(sum));
-    verify_parsed(domain, &aggregate, &set.message, &set.signature).map_err(VoteError::BadSignature)?;
     let signed = signers.iter().map(|&i| u128::from(hosts.weights[i])).sum();
     let tally = VoteTally { signers: signers.len(), signed_weight: signed, total_weight: hosts.total };
+    // Weight first: it costs nothing and a short set needs no pairing.
     if !threshold.is_met(signed, hosts.total) {
         return Err(VoteError::InsufficientWeight {
             signed,
@@ -287,6 +309,14 @@ pub fn verify_vote_set(
             den: threshold.den,
         });
     }
+    let points: Vec<blst_p1_affine> = signers.iter().map(|&i| hosts.keys[i]).collect();
+    let sum = points.as_slice().add();
+    let aggregate = PublicKey::from_aggregate(&AggregatePublicKey::from(sum));
+    match cache {
+        Some(cache) => cache.verify(domain, &aggregate.compress(), &set.message, &set.signature),
+        None => verify_parsed(domain, &aggregate, &set.message, &set.signature),
+    }
+    .map_err(VoteError::BadSignature)?;
     Ok(tally)
 }
 

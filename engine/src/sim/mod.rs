@@ -63,7 +63,7 @@ impl Default for SimConfig {
             seed: 0,
             network: NetworkConfig::default(),
             params: ChainParams::tiny(),
-            nonces_per_sprint: 4096,
+            nonces_per_sprint: 2048,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             partition_minority: true,
             on_epoch: None,

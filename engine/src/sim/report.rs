@@ -12,12 +12,12 @@ pub struct EpochRow {
     pub honest_weight: u64,
     /// Weight adversaries hold for the next epoch.
     pub adversary_weight: u64,
-    /// Honest batches accepted.
-    pub honest_accepted: u32,
-    /// Honest batches rejected (must stay 0).
-    pub honest_rejected: u32,
-    /// Honest batches neither accepted nor rejected, or never submitted.
-    pub honest_undecided: u32,
+    /// Genuine batches (every host's but the fraudsters') accepted.
+    pub good_accepted: u32,
+    /// Genuine batches rejected (must stay 0).
+    pub good_rejected: u32,
+    /// Genuine batches of honest hosts neither accepted nor rejected, or never submitted.
+    pub good_undecided: u32,
     /// Bad batches accepted (must stay 0).
     pub bad_accepted: u32,
     /// Bad batches rejected by validators.
@@ -85,20 +85,20 @@ impl SimReport {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "epoch | blocks | beacon | weight honest/adv | honest acc/rej/undec | bad acc/rej/refused | penalized | rounds: r0 blocks, max"
+            "epoch | blocks | beacon | weight honest/adv | good batches acc/rej/undec | bad batches acc/rej/refused | penalized | rounds: r0 blocks, max"
         );
         for r in &self.epochs {
             let _ = writeln!(
                 s,
-                "{:>5} | {:>6} | {:>6} | {:>8}/{:<8} | {:>6}/{}/{:<6} | {:>4}/{}/{:<8} | {:>9} | {:>3}, {}",
+                "{:>5} | {:>6} | {:>6} | {:>8}/{:<8} | {:>12}/{}/{:<12} | {:>11}/{}/{:<14} | {:>9} | {:>3}, {}",
                 r.epoch,
                 r.blocks,
                 if r.beacon { "yes" } else { "no" },
                 r.honest_weight,
                 r.adversary_weight,
-                r.honest_accepted,
-                r.honest_rejected,
-                r.honest_undecided,
+                r.good_accepted,
+                r.good_rejected,
+                r.good_undecided,
                 r.bad_accepted,
                 r.bad_rejected,
                 r.bad_refused,
@@ -132,11 +132,11 @@ impl SimReport {
             let _ = writeln!(s, "  {name:<28} {per:>10.1} µs");
         }
         let bad_accepted: u32 = self.epochs.iter().map(|r| r.bad_accepted).sum();
-        let honest_rejected: u32 = self.epochs.iter().map(|r| r.honest_rejected).sum();
+        let good_rejected: u32 = self.epochs.iter().map(|r| r.good_rejected).sum();
         let _ = writeln!(
             s,
             "safety: conflicting final blocks {}, state-root mismatches {}, halted hosts {}; bad batches accepted {}, honest batches rejected {}",
-            self.conflicting_commits, self.root_mismatches, self.halted, bad_accepted, honest_rejected
+            self.conflicting_commits, self.root_mismatches, self.halted, bad_accepted, good_rejected
         );
         let _ = writeln!(s, "run digest {}", hex::encode(self.digest));
         s

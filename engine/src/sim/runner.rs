@@ -19,6 +19,12 @@ use crate::crypto::cache::SigCache;
 use crate::hosts::{HostId, Penalized, Weight};
 use crate::proofs::components::{BatchContents, BatchKey, BatchStatus};
 
+/// Most final blocks one sync message carries.
+const SYNC_BATCH: u64 = 64;
+
+/// A vote's identity for relaying: height, round, precommit?, voter, value.
+type RelayKey = (u64, u32, bool, u32, Option<Hash32>);
+
 /// What travels between hosts.
 #[derive(Clone, Debug)]
 enum NetMsg {
@@ -28,8 +34,8 @@ enum NetMsg {
     Vote(Vote),
     /// A gossiped transaction.
     Tx(Arc<SignedTransaction>),
-    /// A final block sent to a host that fell behind (block sync).
-    Final(Arc<FinalBlock>),
+    /// Final blocks sent to a host that fell behind (block sync).
+    Sync(Vec<Arc<FinalBlock>>),
 }
 
 #[derive(Debug)]
@@ -63,6 +69,11 @@ struct World {
     decided: BTreeMap<u64, (Hash32, Option<Hash32>)>,
     /// Every final block, by height, as the first host to commit it holds it.
     finals: BTreeMap<u64, Arc<FinalBlock>>,
+    /// Votes each host has relayed at its current height.
+    relayed: BTreeMap<usize, std::collections::BTreeSet<RelayKey>>,
+    relay_rng: SimRng,
+    /// Each host's (height, round, step) at its last tick.
+    progress: BTreeMap<usize, (Option<u64>, u32, crate::consensus::Step)>,
     /// An equivocating proposer's twin of each block it proposed.
     twins: BTreeMap<Hash32, Hash32>,
     /// Every block body ever proposed (a host that commits a block it missed
@@ -163,6 +174,7 @@ fn setup(config: SimConfig) -> Result<World, SimError> {
         block_interval_ms: p.block_interval_ms,
         ..SimReport::default()
     };
+    let relay_rng = SimRng::new(config.seed, "relay");
     Ok(World {
         net: Network::new(network, config.seed),
         config,
@@ -173,6 +185,9 @@ fn setup(config: SimConfig) -> Result<World, SimError> {
         bodies: BTreeMap::new(),
         finals: BTreeMap::new(),
         twins: BTreeMap::new(),
+        progress: BTreeMap::new(),
+        relayed: BTreeMap::new(),
+        relay_rng,
         report,
         target_height,
         rounds: BTreeMap::new(),
@@ -186,34 +201,86 @@ impl World {
         self.config.params.timeout_propose_ms.max(1)
     }
 
-    /// Resends this host's consensus messages; when the network already
-    /// finalized its height, a peer sends it the final block.
+    /// When a host made no progress since its last tick it resends its
+    /// consensus messages (lost ones are what stalls a round); when the
+    /// network already finalized its height, a peer sends it the final
+    /// blocks it misses, up to [`SYNC_BATCH`] at a time.
     fn tick(&mut self, host: usize) {
         let now = self.queue.now_ms();
         self.queue.push(now + self.tick_ms(), Event::Tick { host });
-        for m in self.hosts[host].consensus.rebroadcast() {
-            match m {
-                Message::Proposal(p) => {
-                    if let Some(block) = self.bodies.get(&p.block).cloned() {
-                        self.broadcast(host, |_| NetMsg::Proposal(p.clone(), Arc::clone(&block)));
+        let c = &self.hosts[host].consensus;
+        let progress = (c.height(), c.round(), c.step());
+        let stuck = self.progress.insert(host, progress) == Some(progress);
+        if stuck {
+            for m in self.hosts[host].consensus.rebroadcast() {
+                match m {
+                    Message::Proposal(p) => {
+                        if let Some(block) = self.bodies.get(&p.block).cloned() {
+                            self.broadcast(host, |_| NetMsg::Proposal(p.clone(), Arc::clone(&block)));
+                        }
                     }
+                    Message::Vote(v) => self.broadcast(host, |_| NetMsg::Vote(v.clone())),
                 }
-                Message::Vote(v) => self.broadcast(host, |_| NetMsg::Vote(v.clone())),
             }
         }
         let height = self.hosts[host].chain.next_height();
-        if let Some(fb) = self.finals.get(&height).cloned() {
-            // Any peer that applied it can serve it; the first one that did is as good as any.
+        let blocks: Vec<Arc<FinalBlock>> =
+            self.finals.range(height..height + SYNC_BATCH).map(|(_, fb)| Arc::clone(fb)).collect();
+        if blocks.first().is_some_and(|fb| fb.block.header.height == height) {
+            // Any peer that applied them can serve them.
+            let last = height + blocks.len() as u64;
             let peer = self
                 .hosts
                 .iter()
-                .position(|h| h.index != host && h.online() && h.chain.next_height() > height);
+                .position(|h| h.index != host && h.online() && h.chain.next_height() >= last);
             if let Some(peer) = peer
                 && let Some(at) = self.net.send(peer, host, now)
             {
-                self.queue.push(at, Event::Deliver { to: host, msg: NetMsg::Final(fb) });
+                self.queue.push(at, Event::Deliver { to: host, msg: NetMsg::Sync(blocks) });
             }
         }
+    }
+
+    /// Starts `height` on this host if it is the one its replica needs next.
+    fn start_height(&mut self, host: usize, height: u64) -> Vec<Action> {
+        let now = self.queue.now_ms();
+        let h = &mut self.hosts[host];
+        if !h.online() || h.chain.next_height() != height || height > self.target_height {
+            return Vec::new();
+        }
+        if h.consensus.height() == Some(height) {
+            return Vec::new();
+        }
+        let ctx = HeightContext {
+            height,
+            hosts: Arc::clone(&h.chain.voting().hosts),
+            proposer_seed: h.chain.proposer_seed(),
+        };
+        h.consensus.start_height(ctx, now)
+    }
+
+    /// Applies final blocks a peer sent, in order, starting each next height at once.
+    fn catch_up(&mut self, host: usize, blocks: Vec<Arc<FinalBlock>>) {
+        for fb in blocks {
+            let h = &mut self.hosts[host];
+            let height = fb.block.header.height;
+            if !h.online() || height != h.chain.next_height() {
+                continue;
+            }
+            if h.consensus.height() != Some(height) {
+                let actions = self.start_height(host, height);
+                self.act(host, actions);
+            }
+            let hash = fb.block.header.hash();
+            self.bodies.entry(hash).or_insert_with(|| Arc::new(fb.block.clone()));
+            let h = &mut self.hosts[host];
+            let actions =
+                h.consensus.on_finality(height, fb.round, hash, fb.finality.clone()).unwrap_or_default();
+            self.act(host, actions);
+        }
+        let next = self.hosts[host].chain.next_height();
+        let actions = self.start_height(host, next);
+        self.act(host, actions);
     }
 
     /// Whether every online host has applied the target height.
@@ -227,19 +294,7 @@ impl World {
     fn handle(&mut self, event: Event) {
         let now = self.queue.now_ms();
         let (host, actions) = match event {
-            Event::StartHeight { host, height } => {
-                let h = &mut self.hosts[host];
-                if !h.online() || h.chain.next_height() != height || height > self.target_height {
-                    return;
-                }
-                let ctx = HeightContext {
-                    height,
-                    hosts: Arc::clone(&h.chain.voting().hosts),
-                    proposer_seed: h.chain.proposer_seed(),
-                };
-                let actions = h.consensus.start_height(ctx, now);
-                (host, actions)
-            }
+            Event::StartHeight { host, height } => (host, self.start_height(host, height)),
             Event::Tick { host } => {
                 if self.hosts[host].online() {
                     self.tick(host);
@@ -262,12 +317,14 @@ impl World {
                         h.mempool.add(tx);
                         Vec::new()
                     }
-                    NetMsg::Vote(v) => h.consensus.on_vote(&v, now),
-                    NetMsg::Final(fb) => {
-                        let hash = fb.block.header.hash();
-                        self.bodies.entry(hash).or_insert_with(|| Arc::new(fb.block.clone()));
-                        let (height, round) = (fb.block.header.height, fb.round);
-                        h.consensus.on_finality(height, round, hash, fb.finality.clone()).unwrap_or_default()
+                    NetMsg::Vote(v) => {
+                        let actions = h.consensus.on_vote(&v, now);
+                        self.relay(to, v);
+                        actions
+                    }
+                    NetMsg::Sync(blocks) => {
+                        self.catch_up(to, blocks);
+                        return;
                     }
                     NetMsg::Proposal(p, block) => {
                         // A proposal for a later height is held by the consensus and
@@ -370,6 +427,37 @@ impl World {
         });
     }
 
+    /// Gossip: a host passes each vote of its current height it sees for the
+    /// first time on to one random peer. This is how a vote sent to only part
+    /// of the network (an equivocator's) reaches the rest.
+    fn relay(&mut self, host: usize, v: Vote) {
+        let h = &self.hosts[host];
+        if h.consensus.height() != Some(v.height) || h.role != Role::Honest {
+            return;
+        }
+        let seen = self.relayed.entry(host).or_default();
+        if seen.first().is_some_and(|k| k.0 != v.height) {
+            seen.clear();
+        }
+        if !seen.insert((
+            v.height,
+            v.round,
+            v.kind == crate::consensus::VoteKind::Precommit,
+            v.voter,
+            v.block,
+        )) {
+            return;
+        }
+        let n = self.hosts.len() as u64;
+        let to = self.relay_rng.range(0, n - 1) as usize;
+        let now = self.queue.now_ms();
+        if to != host
+            && let Some(at) = self.net.send(host, to, now)
+        {
+            self.queue.push(at, Event::Deliver { to, msg: NetMsg::Vote(v) });
+        }
+    }
+
     fn broadcast(&mut self, from: usize, msg: impl Fn(usize) -> NetMsg) {
         let now = self.queue.now_ms();
         for to in 0..self.hosts.len() {
@@ -464,9 +552,9 @@ impl World {
         for (key, status, _) in q.iter(world).filter(|(k, _, _)| k.epoch == epoch) {
             let role = roles.get(key.host as usize).copied().unwrap_or(Role::Honest);
             match (role.submits_bad_batch(), status) {
-                (false, BatchStatus::Accepted) => row.honest_accepted += 1,
-                (false, BatchStatus::Rejected) if role == Role::Honest => row.honest_rejected += 1,
-                (false, _) if role == Role::Honest => row.honest_undecided += 1,
+                (false, BatchStatus::Accepted) => row.good_accepted += 1,
+                (false, BatchStatus::Rejected) => row.good_rejected += 1,
+                (false, _) if role == Role::Honest => row.good_undecided += 1,
                 (true, BatchStatus::Accepted) => row.bad_accepted += 1,
                 (true, BatchStatus::Rejected) => row.bad_rejected += 1,
                 (true, _) => row.bad_refused += 1,

@@ -348,7 +348,8 @@ impl Net {
                     work.extend(more.into_iter().rev());
                 }
                 Action::Commit { height, round, block, finality } => {
-                    let tally = verify_finality(&self.epoch, height, round, &block, &finality);
+                    let tally =
+                        verify_finality(&self.epoch, height, round, &block, &finality, &SigCache::default());
                     assert!(
                         tally.is_ok(),
                         "host {host}'s certificate for height {height} must verify: {tally:?}"

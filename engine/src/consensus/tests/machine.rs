@@ -187,7 +187,7 @@ fn equivocation_is_reported_once() {
         }
     }
     assert_eq!(evidence.len(), 1, "one report per equivocating host");
-    assert_eq!(evidence[0].verify(&hosts).expect("valid evidence"), 2);
+    assert_eq!(evidence[0].verify(&hosts, &SigCache::default()).expect("valid evidence"), 2);
     assert_eq!(c.stats().evidence, 1);
 }
 

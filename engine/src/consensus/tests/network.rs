@@ -52,7 +52,8 @@ fn byzantine_weight_under_a_third_never_forks_and_is_reported() {
         net.assert_agreement();
         assert!(!net.evidence.is_empty(), "seed {seed}: the equivocations are reported");
         for (reporter, e) in &net.evidence {
-            let voter = e.verify(&net.epoch).expect("evidence verifies");
+            let voter =
+                e.verify(&net.epoch, &crate::crypto::cache::SigCache::default()).expect("evidence verifies");
             assert!(
                 net.is_byzantine(voter as usize),
                 "seed {seed}: host {reporter} reported honest host {voter}"
