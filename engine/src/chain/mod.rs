@@ -177,7 +177,7 @@ impl Chain {
                 members.push((id, h.public_key, h.weight));
             }
         }
-        let voting = VotingHosts::new(0, members).map_err(|e| ChainError::Genesis(e.to_string()))?;
+        let voting = VotingHosts::new(0, members, &cache).map_err(|e| ChainError::Genesis(e.to_string()))?;
         let (beacon, sprint) = open_epoch(0, &params, &voting, genesis.seed);
         world.insert_resource(registry);
         world.insert_resource(voting);

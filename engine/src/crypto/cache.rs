@@ -58,6 +58,10 @@ pub struct SigCacheStats {
 struct Inner {
     capacity: usize,
     points: HashMap<Hash32, BlsSignature>,
+    /// Public keys that passed `key_validate`, decompressed (an epoch's host
+    /// list re-reads the same keys every epoch, on every replica).
+    keys: HashMap<PublicKeyBytes, BlsPublicKey>,
+    key_order: VecDeque<PublicKeyBytes>,
     // Insertion order, for first-in first-out eviction. Never iterated for a
     // result, so the map's order cannot leak into anything.
     order: VecDeque<Hash32>,
@@ -83,6 +87,8 @@ impl SigCache {
         let inner = Inner {
             capacity,
             points: HashMap::with_capacity(capacity.min(1 << 12)),
+            keys: HashMap::new(),
+            key_order: VecDeque::new(),
             order: VecDeque::new(),
             stats: SigCacheStats::default(),
         };
@@ -118,7 +124,7 @@ impl SigCache {
                 return Ok(point);
             }
         }
-        let checked = check(domain, pk, msg, sig);
+        let checked = self.public_key(pk).and_then(|key| check(domain, &key, msg, sig));
         let mut inner = self.lock();
         match checked {
             Ok(point) => {
@@ -131,6 +137,17 @@ impl SigCache {
                 Err(e)
             }
         }
+    }
+
+    /// `pk` decompressed and checked to be a valid subgroup point, the check
+    /// running only the first time it succeeds.
+    pub fn public_key(&self, pk: &PublicKeyBytes) -> Result<BlsPublicKey, CryptoError> {
+        if let Some(&key) = self.lock().keys.get(pk) {
+            return Ok(key);
+        }
+        let key = BlsPublicKey::key_validate(pk).map_err(CryptoError::BadPublicKey)?;
+        self.lock().insert_key(*pk, key);
+        Ok(key)
     }
 
     /// Counters and the current size.
@@ -148,6 +165,18 @@ impl SigCache {
 }
 
 impl Inner {
+    fn insert_key(&mut self, pk: PublicKeyBytes, key: BlsPublicKey) {
+        if self.keys.insert(pk, key).is_some() {
+            return;
+        }
+        self.key_order.push_back(pk);
+        while self.key_order.len() > self.capacity {
+            if let Some(old) = self.key_order.pop_front() {
+                self.keys.remove(&old);
+            }
+        }
+    }
+
     fn insert(&mut self, digest: Hash32, point: BlsSignature) {
         if self.points.insert(digest, point).is_some() {
             // Another thread verified the same signature meanwhile.
@@ -167,13 +196,12 @@ impl Inner {
 /// pairing equation holds.
 fn check(
     domain: Domain,
-    pk: &PublicKeyBytes,
+    pk: &BlsPublicKey,
     msg: &[u8],
     sig: &SignatureBytes,
 ) -> Result<BlsSignature, CryptoError> {
-    let pk = BlsPublicKey::key_validate(pk).map_err(CryptoError::BadPublicKey)?;
     let point = BlsSignature::sig_validate(sig, true).map_err(CryptoError::BadSignature)?;
-    match point.verify(false, msg, domain.tag(), &[], &pk, false) {
+    match point.verify(false, msg, domain.tag(), &[], pk, false) {
         BLST_ERROR::BLST_SUCCESS => Ok(point),
         e => Err(CryptoError::VerifyFailed(e)),
     }

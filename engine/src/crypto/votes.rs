@@ -146,6 +146,21 @@ impl EpochHosts {
     /// subgroup points (checked) whose proofs of possession were checked at
     /// registration; a key may appear once.
     pub fn new(hosts: &[(PublicKeyBytes, u64)]) -> Result<Self, VoteError> {
+        Self::build(hosts, |pk| PublicKey::key_validate(pk).map_err(CryptoError::BadPublicKey))
+    }
+
+    /// [`EpochHosts::new`] with each key's subgroup check remembered by `cache`.
+    pub fn new_cached(
+        hosts: &[(PublicKeyBytes, u64)],
+        cache: &super::cache::SigCache,
+    ) -> Result<Self, VoteError> {
+        Self::build(hosts, |pk| cache.public_key(pk))
+    }
+
+    fn build(
+        hosts: &[(PublicKeyBytes, u64)],
+        validate: impl Fn(&PublicKeyBytes) -> Result<PublicKey, CryptoError>,
+    ) -> Result<Self, VoteError> {
         if hosts.is_empty() || hosts.len() > MAX_HOSTS {
             return Err(VoteError::BadHostList(format!("{} hosts, expected 1..={MAX_HOSTS}", hosts.len())));
         }
@@ -155,8 +170,7 @@ impl EpochHosts {
             if !seen.insert(*pk) {
                 return Err(VoteError::BadHostList(format!("host {index} repeats an earlier key")));
             }
-            let parsed = PublicKey::key_validate(pk)
-                .map_err(|e| VoteError::BadHostKey { index, source: CryptoError::BadPublicKey(e) })?;
+            let parsed = validate(pk).map_err(|source| VoteError::BadHostKey { index, source })?;
             keys.push(parsed.into());
         }
         let weights: Vec<u64> = hosts.iter().map(|&(_, w)| w).collect();
@@ -165,6 +179,19 @@ impl EpochHosts {
             return Err(VoteError::BadHostList("total weight is zero".into()));
         }
         Ok(Self { keys, weights, total })
+    }
+
+    /// The same hosts with other weights (one per host); no key is checked again.
+    pub fn with_weights(&self, weights: Vec<u64>) -> Result<Self, VoteError> {
+        if weights.len() != self.keys.len() {
+            let (found, expected) = (weights.len(), self.keys.len());
+            return Err(VoteError::BadHostList(format!("{found} weights for {expected} hosts")));
+        }
+        let total: u128 = weights.iter().map(|&w| u128::from(w)).sum();
+        if total == 0 {
+            return Err(VoteError::BadHostList("total weight is zero".into()));
+        }
+        Ok(Self { keys: self.keys.clone(), weights, total })
     }
 
     /// Number of hosts.

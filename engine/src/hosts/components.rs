@@ -97,9 +97,13 @@ pub struct VotingHosts {
 
 impl VotingHosts {
     /// The list for `epoch` from `(registry index, key, weight)` with weight > 0, ascending by index.
-    pub fn new(epoch: u64, members: Vec<(u32, PublicKeyBytes, u64)>) -> Result<Self, VoteError> {
+    pub fn new(
+        epoch: u64,
+        members: Vec<(u32, PublicKeyBytes, u64)>,
+        cache: &crate::crypto::cache::SigCache,
+    ) -> Result<Self, VoteError> {
         let pairs: Vec<(PublicKeyBytes, u64)> = members.iter().map(|&(_, k, w)| (k, w)).collect();
-        let hosts = Arc::new(EpochHosts::new(&pairs)?);
+        let hosts = Arc::new(EpochHosts::new_cached(&pairs, cache)?);
         Ok(Self {
             epoch,
             hosts,
@@ -125,7 +129,7 @@ impl VotingHosts {
         let pos = self.position(id)?;
         let mut weights = self.weights.clone();
         weights[pos] = 0;
-        let members = self.ids.iter().zip(&self.keys).zip(&weights).map(|((&i, &k), &w)| (i, k, w)).collect();
-        Self::new(self.epoch, members).ok()
+        let hosts = Arc::new(self.hosts.with_weights(weights.clone()).ok()?);
+        Some(Self { hosts, weights, ..self.clone() })
     }
 }

@@ -135,7 +135,7 @@ impl SimReport {
         let good_rejected: u32 = self.epochs.iter().map(|r| r.good_rejected).sum();
         let _ = writeln!(
             s,
-            "safety: conflicting final blocks {}, state-root mismatches {}, halted hosts {}; bad batches accepted {}, honest batches rejected {}",
+            "safety: conflicting final blocks {}, state-root mismatches {}, halted hosts {}; bad batches accepted {}, genuine batches rejected {}",
             self.conflicting_commits, self.root_mismatches, self.halted, bad_accepted, good_rejected
         );
         let _ = writeln!(s, "run digest {}", hex::encode(self.digest));

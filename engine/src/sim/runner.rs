@@ -29,9 +29,9 @@ type RelayKey = (u64, u32, bool, u32, Option<Hash32>);
 #[derive(Clone, Debug)]
 enum NetMsg {
     /// A proposal with the block it names.
-    Proposal(Proposal, Arc<Block>),
+    Proposal(Arc<Proposal>, Arc<Block>),
     /// A vote.
-    Vote(Vote),
+    Vote(Arc<Vote>),
     /// A gossiped transaction.
     Tx(Arc<SignedTransaction>),
     /// Final blocks sent to a host that fell behind (block sync).
@@ -216,10 +216,14 @@ impl World {
                 match m {
                     Message::Proposal(p) => {
                         if let Some(block) = self.bodies.get(&p.block).cloned() {
-                            self.broadcast(host, |_| NetMsg::Proposal(p.clone(), Arc::clone(&block)));
+                            let p = Arc::new(p);
+                            self.broadcast(host, |_| NetMsg::Proposal(Arc::clone(&p), Arc::clone(&block)));
                         }
                     }
-                    Message::Vote(v) => self.broadcast(host, |_| NetMsg::Vote(v.clone())),
+                    Message::Vote(v) => {
+                        let v = Arc::new(v);
+                        self.broadcast(host, |_| NetMsg::Vote(Arc::clone(&v)));
+                    }
                 }
             }
         }
@@ -373,7 +377,8 @@ impl World {
                     if self.hosts[host].role == Role::EquivocatingProposer {
                         self.equivocate_proposal(host, &p, &block);
                     } else {
-                        self.broadcast(host, |_| NetMsg::Proposal(p.clone(), Arc::clone(&block)));
+                        let p = Arc::new(p);
+                        self.broadcast(host, |_| NetMsg::Proposal(Arc::clone(&p), Arc::clone(&block)));
                     }
                 }
                 Action::Broadcast(Message::Vote(v)) => {
@@ -381,12 +386,14 @@ impl World {
                         // The other half sees a vote for the twin block (or nil).
                         let twin = v.block.and_then(|b| self.twins.get(&b).copied());
                         let key = self.hosts[host].agent.key();
-                        let other = Vote::signed(key, v.voter, v.height, v.round, v.kind, twin);
+                        let other = Arc::new(Vote::signed(key, v.voter, v.height, v.round, v.kind, twin));
+                        let v = Arc::new(v);
                         self.broadcast(host, |to| {
-                            NetMsg::Vote(if to % 2 == 0 { v.clone() } else { other.clone() })
+                            NetMsg::Vote(if to % 2 == 0 { Arc::clone(&v) } else { Arc::clone(&other) })
                         });
                     } else {
-                        self.broadcast(host, |_| NetMsg::Vote(v.clone()));
+                        let v = Arc::new(v);
+                        self.broadcast(host, |_| NetMsg::Vote(Arc::clone(&v)));
                     }
                 }
                 Action::ScheduleTimeout(t) => self.queue.push(t.at_ms, Event::Timeout { host, timeout: t }),
@@ -415,14 +422,14 @@ impl World {
         self.bodies.insert(twin_hash, Arc::clone(&twin));
         self.twins.insert(p.block, twin_hash);
         let key = self.hosts[host].agent.key();
-        let q = Proposal::signed(key, p.proposer, p.height, p.round, twin_hash, p.pol_round);
-        let p = p.clone();
+        let q = Arc::new(Proposal::signed(key, p.proposer, p.height, p.round, twin_hash, p.pol_round));
+        let p = Arc::new(p.clone());
         let block = Arc::clone(block);
         self.broadcast(host, |to| {
             if to % 2 == 0 {
-                NetMsg::Proposal(p.clone(), Arc::clone(&block))
+                NetMsg::Proposal(Arc::clone(&p), Arc::clone(&block))
             } else {
-                NetMsg::Proposal(q.clone(), Arc::clone(&twin))
+                NetMsg::Proposal(Arc::clone(&q), Arc::clone(&twin))
             }
         });
     }
@@ -430,7 +437,7 @@ impl World {
     /// Gossip: a host passes each vote of its current height it sees for the
     /// first time on to one random peer. This is how a vote sent to only part
     /// of the network (an equivocator's) reaches the rest.
-    fn relay(&mut self, host: usize, v: Vote) {
+    fn relay(&mut self, host: usize, v: Arc<Vote>) {
         let h = &self.hosts[host];
         if h.consensus.height() != Some(v.height) || h.role != Role::Honest {
             return;

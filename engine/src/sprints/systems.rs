@@ -218,6 +218,7 @@ pub fn rotate_epoch(
     mut report_index: ResMut<crate::validations::ReportIndex>,
     batches: Query<(&crate::proofs::components::BatchCommitment, &crate::proofs::components::BatchStatus)>,
     mut hosts: Query<(&HostId, &HostPublicKey, &mut Weight, Option<&Penalized>, &mut ValidationDuty)>,
+    verifier: Res<crate::chain::Verifier>,
     mut commands: Commands,
 ) {
     use crate::proofs::components::{BatchKey, BatchStatus};
@@ -263,7 +264,7 @@ pub fn rotate_epoch(
     }
     let members: Vec<(u32, PublicKeyBytes, u64)> =
         rows.iter().zip(&next).filter(|(_, w)| **w > 0).map(|(r, &w)| (r.0, r.1, w)).collect();
-    if let Ok(list) = VotingHosts::new(epoch + 1, members) {
+    if let Ok(list) = VotingHosts::new(epoch + 1, members, &verifier.0) {
         *voting = list;
     }
     let (b, s) = open_epoch(epoch + 1, &params, &voting, beacon.previous);

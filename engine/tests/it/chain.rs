@@ -229,3 +229,77 @@ fn a_block_on_another_state_is_refused() {
     assert!(matches!(net.a.apply_trusted(&block, 0), Err(ChainError::TransactionsRoot { .. })));
     assert_eq!(net.a.next_height(), 0, "nothing was applied");
 }
+
+#[test]
+fn equivocation_evidence_removes_the_voters_weight_once() {
+    use gonka_engine::consensus::{Equivocation, Vote, VoteKind};
+    let mut net = Net::new(honest(4));
+    let (cheat, reporter) = (key(2), key(0));
+    let a = Vote::signed(&cheat, 2, 0, 0, VoteKind::Prevote, Some([1; 32]));
+    let b = Vote::signed(&cheat, 2, 0, 0, VoteKind::Prevote, Some([2; 32]));
+    let evidence = Transaction::Equivocation(Equivocation { a: a.clone(), b });
+    let not_evidence = Transaction::Equivocation(Equivocation { a: a.clone(), b: a });
+    let r = net.apply(vec![
+        SignedTransaction::sign(&reporter, not_evidence),
+        SignedTransaction::sign(&reporter, evidence.clone()),
+        SignedTransaction::sign(&key(1), evidence),
+    ]);
+    assert!(matches!(r.receipts[0], Err(TxError::Invalid { .. })), "same vote twice: {:?}", r.receipts[0]);
+    assert!(r.receipts[1].is_ok(), "{:?}", r.receipts[1]);
+    assert!(matches!(r.receipts[2], Err(TxError::Duplicate { .. })), "punished once: {:?}", r.receipts[2]);
+    assert_eq!(net.a.voting().weights, vec![10, 10, 0, 10], "the equivocator votes with no weight");
+    assert_eq!(net.a.voting().total_weight(), 30);
+}
+
+#[test]
+fn chain_wire_formats_are_frozen() {
+    use gonka_engine::chain::types::{BatchVerdict, FinalBlock};
+    use gonka_engine::crypto::votes::VoteSet;
+    use gonka_engine::crypto::wire::encode;
+    // Change these hashes only with a new wire version.
+    let tx = |body| SignedTransaction { sender: [3; 48], body, signature: [4; 96] };
+    let header = BlockHeader {
+        chain: [1; 32],
+        height: 7,
+        round: 1,
+        parent: [2; 32],
+        state_root: [3; 32],
+        transactions_root: [4; 32],
+        proposer: 5,
+    };
+    let verdicts = vec![BatchVerdict { host: 1, accept: true }, BatchVerdict { host: 3, accept: false }];
+    let block = Block {
+        header,
+        transactions: vec![
+            tx(Transaction::RegisterHost { proof_of_possession: [5; 96] }),
+            tx(Transaction::ProofCommitment { epoch: 2, commitment: [6; 32], proofs: 9 }),
+            tx(Transaction::ProofValidation { epoch: 2, verdicts }),
+            tx(Transaction::SeedReveal(SeedReveal { epoch: 2, value: [7; 32] })),
+        ],
+    };
+    let fb = FinalBlock {
+        block: block.clone(),
+        round: 2,
+        finality: VoteSet { message: vec![8; 10], signers: vec![0b101], signature: [9; 96] },
+    };
+    let genesis = Genesis { params: ChainParams::tiny(), seed: [1; 32], hosts: Vec::new() };
+    let cases: [(&str, Vec<u8>, &str); 5] = [
+        ("header", encode(&header), "c3b84bb9aca1dc165f8cce6166e9f49e7c0120eb4693d00ea1ee3ae5f121632f"),
+        ("block", encode(&block), "73fe57357bb16dabadce726fed9d797655603a84e52165bd537884be478b5c11"),
+        ("final block", encode(&fb), "87cff2a064e6c5417322c46680189dbc1a9d156ca7f4e4984a7a9964250dd064"),
+        (
+            "default parameters",
+            encode(&ChainParams::default()),
+            "3de6ce3a84a677870ce0a3025e48aaa43bf8f1fa0957daaae91f3fa32828c7f5",
+        ),
+        ("genesis", encode(&genesis), "0ffe7b0bd909cd8b0f188c67cf86eadb33613df10f8bd6673dbd4d1aa1232531"),
+    ];
+    let changed: Vec<String> = cases
+        .iter()
+        .filter_map(|(name, bytes, want)| {
+            let got = hex::encode(tagged_hash("test/frozen", &[bytes]));
+            (got != *want).then(|| format!("{name}: {got}"))
+        })
+        .collect();
+    assert!(changed.is_empty(), "wire encodings changed: {changed:#?}");
+}

@@ -5,3 +5,4 @@ mod crypto_beacon;
 mod crypto_selection;
 mod crypto_votes;
 mod proof_files;
+mod sim;
