@@ -2,14 +2,25 @@
 //! selection), the chain state machine as bevy_ecs systems, the host's local
 //! work (mining, serving, validating), the node runtime.
 //!
-//! Start with [`crypto`] (host keys, domain-separated BLS signatures) and
-//! [`proofs`] (the Sprint proof batch a host submits: its rkyv format, its
-//! commitment, the validator's auditable sample and offline verification).
+//! Start with [`chain`] (a replica of the chain state and the block that
+//! moves it), [`consensus`] (how a block becomes final) and [`sim`] (the whole
+//! network in one process). Two worlds, as in `docs/chain.md`:
+//!
+//! | module | world | owns |
+//! |---|---|---|
+//! | [`chain`] | chain | `Chain`: the bevy_ecs `World`, the schedule of phases, protocol types, state root, genesis |
+//! | [`hosts`], [`sprints`], [`proofs`], [`validations`], [`blocks`] | chain | one ECS domain each: components, systems, plugin |
+//! | [`params`] | chain | every number of the chain, with defaults |
+//! | [`crypto`] | both | keys, weighted vote sets, DKG, beacon, selection, the signature cache |
+//! | [`consensus`] | local | one host's Tendermint-style state machine: proposals, prevotes, precommits, locks |
+//! | [`agent`] | local | the host's transactions: seed commit–reveal, DKG, partials, mining, validation |
+//! | [`sim`] | local | N hosts, a seeded network and clock, adversaries, the per-epoch table |
 //!
 //! ```text
-//!   gonka-kernels ──► miner ──► ProofBatch ──sign──► file / wire
-//!                                                 │
-//!   validator: decode ─► check_batch ─► sample(sig over commitment) ─► recompute ─► binomial verdict
+//!   consensus ──► final block ──► Chain::apply ──► schedule (Begin → … → Record) ──► state root
+//!                                        │
+//!   agent ◄── reads the replica ◄────────┘      agent ──► transactions ──► mempool ──► next block
+//!   gonka-kernels ──► miner ──► ProofBatch ──► commitment, batch ──► validators' sampled recomputation
 //! ```
 
 // A bevy system takes one parameter per resource and query it touches; splitting

@@ -9,6 +9,7 @@ mod args;
 mod bench;
 mod demo;
 mod dists;
+mod genesis;
 mod keygen;
 mod sim;
 mod sprint;
@@ -48,6 +49,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Simulates a whole network with adversaries, deterministically under a seed.
     Sim(sim::SimArgs),
+    /// Writes a genesis file (hosts, keys, weights, parameters) for a simulated network.
+    Genesis(genesis::GenesisArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         Command::Verify(a) => verify::run(&a),
         Command::Demo(a) => demo::run(&a),
         Command::Sim(a) => sim::run_sim(&a),
+        Command::Genesis(a) => genesis::run(&a),
     };
     match result {
         Ok(code) => code,

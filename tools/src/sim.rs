@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use clap::Args;
 use gonka_engine::sim::{EpochRow, NetworkConfig, SimConfig, run};
 
@@ -40,6 +40,10 @@ pub struct SimArgs {
     /// Cores for mining and validation (default: all).
     #[arg(long)]
     threads: Option<usize>,
+    /// A genesis file (`gonka genesis`): its hosts, weights, parameters and
+    /// key seed replace `--hosts` and `--seed`.
+    #[arg(long)]
+    genesis: Option<std::path::PathBuf>,
 }
 
 fn print_row(r: &EpochRow, wall_s: f64) {
@@ -68,7 +72,7 @@ pub fn run_sim(a: &SimArgs) -> anyhow::Result<ExitCode> {
         bail!("need latency MIN ≤ MAX, loss ≤ 1000 per thousand, adversarial ≤ 100 %, at least one host");
     }
     let defaults = SimConfig::default();
-    let config = SimConfig {
+    let mut config = SimConfig {
         hosts: a.hosts,
         adversarial_percent: a.adversarial,
         epochs: a.epochs,
@@ -86,6 +90,31 @@ pub fn run_sim(a: &SimArgs) -> anyhow::Result<ExitCode> {
         on_epoch: Some(print_row),
         ..defaults
     };
+    if let Some(path) = &a.genesis {
+        let file = crate::genesis::read(path)?;
+        for (i, h) in file.genesis.hosts.iter().enumerate() {
+            let derived = gonka_engine::crypto::HostKey::from_ikm(&gonka_engine::sim::host_key_material(
+                file.key_seed,
+                i,
+            ));
+            ensure!(
+                derived.public_key() == h.public_key,
+                "host {i} of {} is not the simulator's key {i} for key_seed {}",
+                path.display(),
+                file.key_seed
+            );
+        }
+        let seed = gonka_kernels::encoding::tagged_hash("gonka/sim-genesis", &[&file.key_seed.to_le_bytes()]);
+        ensure!(
+            file.genesis.seed == seed,
+            "the simulator derives the genesis seed from key_seed; {} names another",
+            path.display()
+        );
+        config.hosts = file.genesis.hosts.len();
+        config.seed = file.key_seed;
+        config.genesis_weights = Some(file.genesis.hosts.iter().map(|h| h.weight).collect());
+        config.params = file.genesis.params;
+    }
     eprintln!(
         "simulating {} hosts ({} % adversarial) for {} epochs of {} blocks, seed {}",
         config.hosts, config.adversarial_percent, config.epochs, config.params.epoch_blocks, config.seed

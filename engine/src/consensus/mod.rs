@@ -15,7 +15,7 @@
 //! next-height buffer or the bin), then `height.rs` (the Tendermint rules, one
 //! method per rule), `rounds.rs` (per-round weighted tallies), [`messages`]
 //! (what each message signs, the evidence, the finality check) and
-//! [`proposer`] (the weighted proposer draw). `docs/consensus.md` holds the
+//! [`proposer()`] (the weighted proposer draw). `docs/consensus.md` holds the
 //! protocol, the safety and liveness arguments and the measured costs.
 //!
 //! ```text

@@ -51,6 +51,17 @@ pub struct SimConfig {
     pub partition_minority: bool,
     /// Called at each epoch's end with its row and the wall seconds so far.
     pub on_epoch: Option<fn(&EpochRow, f64)>,
+    /// Each host's genesis weight (from a genesis file); `None` gives every host 10.
+    pub genesis_weights: Option<Vec<u64>>,
+}
+
+/// The key material of simulated host `index` under `seed` (what a genesis
+/// file for a simulated network names the hosts by).
+pub fn host_key_material(seed: u64, index: usize) -> gonka_kernels::encoding::Hash32 {
+    gonka_kernels::encoding::tagged_hash(
+        "gonka/sim-key",
+        &[&seed.to_le_bytes(), &(index as u64).to_le_bytes()],
+    )
 }
 
 impl Default for SimConfig {
@@ -67,6 +78,7 @@ impl Default for SimConfig {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             partition_minority: true,
             on_epoch: None,
+            genesis_weights: None,
         }
     }
 }

@@ -19,6 +19,9 @@ use crate::crypto::cache::SigCache;
 use crate::hosts::{HostId, Penalized, Weight};
 use crate::proofs::components::{BatchContents, BatchKey, BatchStatus};
 
+/// Every host's weight at genesis unless the configuration gives weights.
+const GENESIS_WEIGHT: u64 = 10;
+
 /// Most final blocks one sync message carries.
 const SYNC_BATCH: u64 = 64;
 
@@ -42,6 +45,11 @@ enum NetMsg {
 enum Event {
     Deliver {
         to: usize,
+        msg: NetMsg,
+    },
+    /// One message arriving at several hosts at the same time.
+    DeliverMany {
+        to: Vec<usize>,
         msg: NetMsg,
     },
     Timeout {
@@ -117,13 +125,19 @@ fn setup(config: SimConfig) -> Result<World, SimError> {
     for (k, &h) in order.iter().take(adversaries).enumerate() {
         roles[h] = Role::ADVERSARIES[k % Role::ADVERSARIES.len()];
     }
-    let keys: Vec<[u8; 32]> = (0..config.hosts)
-        .map(|i| tagged_hash("gonka/sim-key", &[&config.seed.to_le_bytes(), &(i as u64).to_le_bytes()]))
-        .collect();
+    let keys: Vec<[u8; 32]> = (0..config.hosts).map(|i| super::host_key_material(config.seed, i)).collect();
+    let weights = match &config.genesis_weights {
+        Some(w) if w.len() == config.hosts => w.clone(),
+        Some(w) => {
+            let why = format!("{} genesis weights for {} hosts", w.len(), config.hosts);
+            return Err(SimError::Config(why));
+        }
+        None => vec![GENESIS_WEIGHT; config.hosts],
+    };
     let genesis = Genesis {
         params: config.params.clone(),
         seed: tagged_hash("gonka/sim-genesis", &[&config.seed.to_le_bytes()]),
-        hosts: keys.iter().map(|k| GenesisHost::new(&HostKey::from_ikm(k), 10)).collect(),
+        hosts: keys.iter().zip(&weights).map(|(k, &w)| GenesisHost::new(&HostKey::from_ikm(k), w)).collect(),
     };
     let cache = SigCache::default();
     let coalition: Vec<u32> =
@@ -217,12 +231,12 @@ impl World {
                     Message::Proposal(p) => {
                         if let Some(block) = self.bodies.get(&p.block).cloned() {
                             let p = Arc::new(p);
-                            self.broadcast(host, |_| NetMsg::Proposal(Arc::clone(&p), Arc::clone(&block)));
+                            self.broadcast(host, NetMsg::Proposal(Arc::clone(&p), Arc::clone(&block)));
                         }
                     }
                     Message::Vote(v) => {
                         let v = Arc::new(v);
-                        self.broadcast(host, |_| NetMsg::Vote(Arc::clone(&v)));
+                        self.broadcast(host, NetMsg::Vote(Arc::clone(&v)));
                     }
                 }
             }
@@ -311,6 +325,12 @@ impl World {
                 }
                 (host, self.hosts[host].consensus.on_timeout(timeout, now))
             }
+            Event::DeliverMany { to, msg } => {
+                for to in to {
+                    self.handle(Event::Deliver { to, msg: msg.clone() });
+                }
+                return;
+            }
             Event::Deliver { to, msg } => {
                 if !self.hosts[to].online() {
                     return;
@@ -378,7 +398,7 @@ impl World {
                         self.equivocate_proposal(host, &p, &block);
                     } else {
                         let p = Arc::new(p);
-                        self.broadcast(host, |_| NetMsg::Proposal(Arc::clone(&p), Arc::clone(&block)));
+                        self.broadcast(host, NetMsg::Proposal(Arc::clone(&p), Arc::clone(&block)));
                     }
                 }
                 Action::Broadcast(Message::Vote(v)) => {
@@ -388,12 +408,12 @@ impl World {
                         let key = self.hosts[host].agent.key();
                         let other = Arc::new(Vote::signed(key, v.voter, v.height, v.round, v.kind, twin));
                         let v = Arc::new(v);
-                        self.broadcast(host, |to| {
+                        self.broadcast_split(host, |to| {
                             NetMsg::Vote(if to % 2 == 0 { Arc::clone(&v) } else { Arc::clone(&other) })
                         });
                     } else {
                         let v = Arc::new(v);
-                        self.broadcast(host, |_| NetMsg::Vote(Arc::clone(&v)));
+                        self.broadcast(host, NetMsg::Vote(Arc::clone(&v)));
                     }
                 }
                 Action::ScheduleTimeout(t) => self.queue.push(t.at_ms, Event::Timeout { host, timeout: t }),
@@ -425,7 +445,7 @@ impl World {
         let q = Arc::new(Proposal::signed(key, p.proposer, p.height, p.round, twin_hash, p.pol_round));
         let p = Arc::new(p.clone());
         let block = Arc::clone(block);
-        self.broadcast(host, |to| {
+        self.broadcast_split(host, |to| {
             if to % 2 == 0 {
                 NetMsg::Proposal(Arc::clone(&p), Arc::clone(&block))
             } else {
@@ -465,13 +485,30 @@ impl World {
         }
     }
 
-    fn broadcast(&mut self, from: usize, msg: impl Fn(usize) -> NetMsg) {
+    /// Sends `msg` to every other host: one queue entry per distinct arrival
+    /// time, not per host (the queue is the simulator's cost at 1000 hosts).
+    fn broadcast(&mut self, from: usize, msg: NetMsg) {
+        let now = self.queue.now_ms();
+        let mut arrivals: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+        for to in 0..self.hosts.len() {
+            if to != from
+                && let Some(at) = self.net.send(from, to, now)
+            {
+                arrivals.entry(at).or_default().push(to);
+            }
+        }
+        for (at, to) in arrivals {
+            self.queue.push(at, Event::DeliverMany { to, msg: msg.clone() });
+        }
+    }
+
+    /// Sends each other host its own message (an equivocator's split).
+    fn broadcast_split(&mut self, from: usize, msg: impl Fn(usize) -> NetMsg) {
         let now = self.queue.now_ms();
         for to in 0..self.hosts.len() {
-            if to == from {
-                continue;
-            }
-            if let Some(at) = self.net.send(from, to, now) {
+            if to != from
+                && let Some(at) = self.net.send(from, to, now)
+            {
                 self.queue.push(at, Event::Deliver { to, msg: msg(to) });
             }
         }
@@ -479,7 +516,7 @@ impl World {
 
     fn gossip(&mut self, from: usize, tx: Arc<SignedTransaction>) {
         self.hosts[from].mempool.add(Arc::clone(&tx));
-        self.broadcast(from, |_| NetMsg::Tx(Arc::clone(&tx)));
+        self.broadcast(from, NetMsg::Tx(Arc::clone(&tx)));
     }
 
     fn commit(
