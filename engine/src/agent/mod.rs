@@ -17,14 +17,14 @@ use std::sync::{Arc, Mutex};
 
 use gonka_kernels::encoding::{Hash32, tagged_hash};
 use gonka_kernels::pow::node_seed;
-use gonka_kernels::sprint::SprintV2;
+use gonka_kernels::sprint::{Scored, SprintV2};
 use gonka_kernels::validate::{ValidationParams, judge, recompute};
 
 use crate::chain::Chain;
 use crate::chain::types::{BatchVerdict, SignedTransaction, Transaction};
 use crate::crypto::beacon::{BeaconPartials, SeedCommit, SeedReveal, seed_commitment};
 use crate::crypto::dkg::{Dealing, DkgMessage, complaints, group_shares};
-use crate::crypto::{Domain, HostKey};
+use crate::crypto::{Domain, HostKey, PublicKeyBytes};
 use crate::proofs::components::{BatchContents, BatchKey, BatchStatus};
 use crate::proofs::{Difficulty, ProofBatch, ProofEntry, sample_indices};
 use crate::sprints::BeaconStatus;
@@ -57,16 +57,51 @@ impl Behavior {
     }
 }
 
-/// Sprint models by seed, shared by the hosts of one process (generation is
-/// a pure function of the seed).
+/// Sprint models by seed, and recomputed nonces, shared by the hosts of one
+/// process: generation and recomputation are pure functions of (seed, host
+/// key, nonce), so sharing changes no result — it only spares a simulator
+/// from recomputing, per validator, the proofs every validator samples.
 #[derive(Clone, Debug, Default)]
-pub struct ModelCache(Arc<Mutex<BTreeMap<Hash32, Arc<gonka_kernels::v2::Model>>>>);
+pub struct ModelCache {
+    models: Arc<Mutex<BTreeMap<Hash32, Arc<gonka_kernels::v2::Model>>>>,
+    scores: Arc<Mutex<BTreeMap<(Hash32, PublicKeyBytes, u64), Scored>>>,
+}
+
+/// Most recomputed nonces a [`ModelCache`] remembers (one Sprint's samples).
+const MAX_REMEMBERED_SCORES: usize = 1 << 20;
 
 impl ModelCache {
+    /// Scores of `nonces` of host `pubkey` under `f`, computing only those not remembered.
+    fn recompute(
+        &self,
+        f: &SprintV2<'_>,
+        seed: &Hash32,
+        pubkey: &PublicKeyBytes,
+        nonces: &[u64],
+        threads: usize,
+    ) -> Vec<Scored> {
+        let known: Vec<Option<Scored>> = {
+            let map = self.scores.lock().unwrap_or_else(|e| e.into_inner());
+            nonces.iter().map(|&n| map.get(&(*seed, *pubkey, n)).copied()).collect()
+        };
+        let missing: Vec<u64> =
+            nonces.iter().zip(&known).filter(|(_, k)| k.is_none()).map(|(&n, _)| n).collect();
+        let fresh = if missing.is_empty() { Vec::new() } else { recompute(f, &missing, 64, threads) };
+        let mut map = self.scores.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() + fresh.len() > MAX_REMEMBERED_SCORES {
+            map.clear();
+        }
+        for (&n, s) in missing.iter().zip(&fresh) {
+            map.insert((*seed, *pubkey, n), *s);
+        }
+        let mut fresh = fresh.into_iter();
+        known.into_iter().map(|k| k.or_else(|| fresh.next()).unwrap_or_default()).collect()
+    }
+
     /// The model of `seed` for the chain's shape, generated once.
     pub fn get(&self, chain: &Chain, seed: &Hash32) -> Option<Arc<gonka_kernels::v2::Model>> {
         let config = chain.params().pow_shape.named_config()?;
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.models.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(m) = map.get(seed) {
             return Some(Arc::clone(m));
         }
@@ -344,7 +379,7 @@ impl Agent {
                 let accept = match &self.behavior.colluders {
                     Some(friends) => friends.contains(host),
                     None if self.behavior.lazy_validator => true,
-                    None => self.judge(&model, seed, batch, sample),
+                    None => self.judge(models, &model, seed, batch, sample),
                 };
                 BatchVerdict { host: *host, accept }
             })
@@ -356,6 +391,7 @@ impl Agent {
     /// binomial test calls it fraud.
     fn judge(
         &self,
+        models: &ModelCache,
         model: &gonka_kernels::v2::Model,
         seed: &Hash32,
         batch: &ProofBatch,
@@ -368,7 +404,7 @@ impl Agent {
             picked.iter().map(|&i| (batch.proofs[i].nonce, batch.proofs[i].score)).collect();
         let nonces: Vec<u64> = claims.iter().map(|c| c.0).collect();
         let f = SprintV2::new(model, *seed, node_seed(&batch.pubkey), nonces_per_proof);
-        let recomputed = recompute(&f, &nonces, 64, self.threads);
+        let recomputed = models.recompute(&f, seed, &batch.pubkey, &nonces, self.threads);
         judge(&f, &claims, &recomputed, &ValidationParams::exact()).is_ok_and(|v| !v.fraudulent)
     }
 }

@@ -8,6 +8,7 @@ use gonka_kernels::encoding::Hash32;
 use crate::agent::Agent;
 use crate::chain::Chain;
 use crate::chain::types::{Block, BlockHeader, SignedTransaction, transactions_root};
+
 use crate::consensus::Consensus;
 
 /// Most transactions a host keeps waiting (a simulated peer cannot grow it further).
@@ -76,9 +77,9 @@ pub struct Mempool {
 }
 
 impl Mempool {
-    /// Adds a transaction unless it is known or the pool is full.
-    pub fn add(&mut self, tx: Arc<SignedTransaction>) {
-        let id = tx.id();
+    /// Adds a transaction (`id` is [`SignedTransaction::id`]) unless it is
+    /// known or the pool is full.
+    pub fn add(&mut self, id: Hash32, tx: Arc<SignedTransaction>) {
         if self.txs.len() >= MAX_MEMPOOL || self.included.contains(&id) || self.txs.contains_key(&id) {
             return;
         }
@@ -91,10 +92,9 @@ impl Mempool {
         self.order.iter().filter_map(|id| self.txs.get(id)).take(max).map(|t| (**t).clone()).collect()
     }
 
-    /// Forgets the transactions of an applied block.
-    pub fn remove_included(&mut self, block: &Block) {
-        for tx in &block.transactions {
-            let id = tx.id();
+    /// Forgets the transactions of an applied block (`ids` of its transactions).
+    pub fn remove_included(&mut self, ids: &[Hash32]) {
+        for &id in ids {
             self.txs.remove(&id);
             self.included.insert(id);
         }

@@ -35,8 +35,8 @@ enum NetMsg {
     Proposal(Arc<Proposal>, Arc<Block>),
     /// A vote.
     Vote(Arc<Vote>),
-    /// A gossiped transaction.
-    Tx(Arc<SignedTransaction>),
+    /// A gossiped transaction and its id.
+    Tx(Hash32, Arc<SignedTransaction>),
     /// Final blocks sent to a host that fell behind (block sync).
     Sync(Vec<Arc<FinalBlock>>),
 }
@@ -82,6 +82,8 @@ struct World {
     relay_rng: SimRng,
     /// Each host's (height, round, step) at its last tick.
     progress: BTreeMap<usize, (Option<u64>, u32, crate::consensus::Step)>,
+    /// Transaction ids of each final block, computed once for all hosts.
+    block_ids: BTreeMap<Hash32, Arc<Vec<Hash32>>>,
     /// An equivocating proposer's twin of each block it proposed.
     twins: BTreeMap<Hash32, Hash32>,
     /// Every block body ever proposed (a host that commits a block it missed
@@ -199,6 +201,7 @@ fn setup(config: SimConfig) -> Result<World, SimError> {
         bodies: BTreeMap::new(),
         finals: BTreeMap::new(),
         twins: BTreeMap::new(),
+        block_ids: BTreeMap::new(),
         progress: BTreeMap::new(),
         relayed: BTreeMap::new(),
         relay_rng,
@@ -337,8 +340,8 @@ impl World {
                 }
                 let h = &mut self.hosts[to];
                 let actions = match msg {
-                    NetMsg::Tx(tx) => {
-                        h.mempool.add(tx);
+                    NetMsg::Tx(id, tx) => {
+                        h.mempool.add(id, tx);
                         Vec::new()
                     }
                     NetMsg::Vote(v) => {
@@ -515,8 +518,9 @@ impl World {
     }
 
     fn gossip(&mut self, from: usize, tx: Arc<SignedTransaction>) {
-        self.hosts[from].mempool.add(Arc::clone(&tx));
-        self.broadcast(from, NetMsg::Tx(Arc::clone(&tx)));
+        let id = tx.id();
+        self.hosts[from].mempool.add(id, Arc::clone(&tx));
+        self.broadcast(from, NetMsg::Tx(id, tx));
     }
 
     fn commit(
@@ -561,8 +565,13 @@ impl World {
             }
         }
         self.rounds.entry(height).or_insert(round);
+        let ids = Arc::clone(
+            self.block_ids
+                .entry(hash)
+                .or_insert_with(|| Arc::new(block.transactions.iter().map(SignedTransaction::id).collect())),
+        );
         let h = &mut self.hosts[host];
-        h.mempool.remove_included(&block);
+        h.mempool.remove_included(&ids);
         let txs = h.agent.on_block(&mut h.chain, &self.models);
         for tx in txs {
             self.gossip(host, Arc::new(tx));
