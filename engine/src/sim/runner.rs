@@ -25,8 +25,8 @@ const GENESIS_WEIGHT: u64 = 10;
 /// Most final blocks one sync message carries.
 const SYNC_BATCH: u64 = 64;
 
-/// A vote's identity for relaying: height, round, precommit?, voter, value.
-type RelayKey = (u64, u32, bool, u32, Option<Hash32>);
+/// About how many times each vote is relayed (see `World::relay`).
+const RELAY_PEERS: u64 = 50;
 
 /// What travels between hosts.
 #[derive(Clone, Debug)]
@@ -35,6 +35,8 @@ enum NetMsg {
     Proposal(Arc<Proposal>, Arc<Block>),
     /// A vote.
     Vote(Arc<Vote>),
+    /// A vote passed on by another host (not passed on again).
+    RelayedVote(Arc<Vote>),
     /// A gossiped transaction and its id.
     Tx(Hash32, Arc<SignedTransaction>),
     /// Final blocks sent to a host that fell behind (block sync).
@@ -77,8 +79,6 @@ struct World {
     decided: BTreeMap<u64, (Hash32, Option<Hash32>)>,
     /// Every final block, by height, as the first host to commit it holds it.
     finals: BTreeMap<u64, Arc<FinalBlock>>,
-    /// Votes each host has relayed at its current height.
-    relayed: BTreeMap<usize, std::collections::BTreeSet<RelayKey>>,
     relay_rng: SimRng,
     /// Each host's (height, round, step) at its last tick.
     progress: BTreeMap<usize, (Option<u64>, u32, crate::consensus::Step)>,
@@ -203,7 +203,6 @@ fn setup(config: SimConfig) -> Result<World, SimError> {
         twins: BTreeMap::new(),
         block_ids: BTreeMap::new(),
         progress: BTreeMap::new(),
-        relayed: BTreeMap::new(),
         relay_rng,
         report,
         target_height,
@@ -349,6 +348,7 @@ impl World {
                         self.relay(to, v);
                         actions
                     }
+                    NetMsg::RelayedVote(v) => h.consensus.on_vote(&v, now),
                     NetMsg::Sync(blocks) => {
                         self.catch_up(to, blocks);
                         return;
@@ -457,34 +457,26 @@ impl World {
         });
     }
 
-    /// Gossip: a host passes each vote of its current height it sees for the
-    /// first time on to one random peer. This is how a vote sent to only part
-    /// of the network (an equivocator's) reaches the rest.
+    /// Gossip: a host passes a vote of its current height it received first
+    /// hand on to one random peer, with probability [`RELAY_PEERS`]` / N`, so
+    /// that each vote is relayed about [`RELAY_PEERS`] times whatever the size
+    /// of the network. This is how a vote sent to only part of the network (an
+    /// equivocator's) reaches the rest. Relayed copies are not relayed again.
     fn relay(&mut self, host: usize, v: Arc<Vote>) {
         let h = &self.hosts[host];
         if h.consensus.height() != Some(v.height) || h.role != Role::Honest {
             return;
         }
-        let seen = self.relayed.entry(host).or_default();
-        if seen.first().is_some_and(|k| k.0 != v.height) {
-            seen.clear();
-        }
-        if !seen.insert((
-            v.height,
-            v.round,
-            v.kind == crate::consensus::VoteKind::Precommit,
-            v.voter,
-            v.block,
-        )) {
+        let n = self.hosts.len() as u64;
+        if self.relay_rng.range(0, n - 1) >= RELAY_PEERS {
             return;
         }
-        let n = self.hosts.len() as u64;
         let to = self.relay_rng.range(0, n - 1) as usize;
         let now = self.queue.now_ms();
         if to != host
             && let Some(at) = self.net.send(host, to, now)
         {
-            self.queue.push(at, Event::Deliver { to, msg: NetMsg::Vote(v) });
+            self.queue.push(at, Event::Deliver { to, msg: NetMsg::RelayedVote(v) });
         }
     }
 
