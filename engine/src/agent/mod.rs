@@ -64,8 +64,11 @@ impl Behavior {
 #[derive(Clone, Debug, Default)]
 pub struct ModelCache {
     models: Arc<Mutex<BTreeMap<Hash32, Arc<gonka_kernels::v2::Model>>>>,
-    scores: Arc<Mutex<BTreeMap<(Hash32, PublicKeyBytes, u64), Scored>>>,
+    scores: Arc<Mutex<BTreeMap<ScoreKey, Scored>>>,
 }
+
+/// A recomputed nonce: Sprint seed, host key, nonce.
+type ScoreKey = (Hash32, PublicKeyBytes, u64);
 
 /// Most recomputed nonces a [`ModelCache`] remembers (one Sprint's samples).
 const MAX_REMEMBERED_SCORES: usize = 1 << 20;

@@ -96,6 +96,16 @@ pub enum ChainError {
         /// The limit.
         max: u32,
     },
+    /// Larger than the parameters allow.
+    #[error("block at height {height} has {bytes} bytes, at most {max} are allowed")]
+    TooLarge {
+        /// Its height.
+        height: u64,
+        /// Its encoded size.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The proposer is not the one drawn for the round.
     #[error("block at height {height} round {round} names proposer {found}, the draw gives {expected}")]
     WrongProposer {
