@@ -110,7 +110,7 @@ impl SimReport {
         let _ = writeln!(s);
         let _ = writeln!(
             s,
-            "{} hosts ({} adversarial), {} blocks in {:.1} s simulated, {:.1} s wall: {:.1} blocks/s",
+            "{} hosts ({} adversarial), {} blocks in {:.1} s simulated, {:.1} s wall: {:.3} blocks/s",
             self.hosts,
             self.adversaries,
             self.height + 1,
@@ -120,8 +120,9 @@ impl SimReport {
         );
         let _ = writeln!(
             s,
-            "block application: {:.3} ms per block per replica (block interval {} ms); messages {} delivered, {} lost",
+            "block application: {:.3} ms per block per replica; simulated block time {:.0} ms (interval {} ms + consensus); messages {} delivered, {} lost",
             self.apply_time().as_secs_f64() * 1e3,
+            self.simulated_ms as f64 / (self.height + 1) as f64,
             self.block_interval_ms,
             self.messages.0,
             self.messages.1
