@@ -12,6 +12,7 @@
 //! hosts relay some messages they receive (gossip), which is how the two
 //! versions of a Byzantine vote meet at one host and become evidence.
 
+use crate::sim::SimRng;
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
@@ -26,34 +27,6 @@ use crate::consensus::{
 use crate::crypto::HostKey;
 use crate::crypto::cache::SigCacheStats;
 use crate::crypto::votes::{EpochHosts, VoteSet};
-
-/// SplitMix64: small, fast, and enough for choosing delays.
-#[derive(Debug)]
-pub(super) struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    /// True with probability `per_mille / 1000`.
-    pub fn chance(&mut self, per_mille: u64) -> bool {
-        self.next() % 1000 < per_mille
-    }
-}
 
 /// How the network behaves.
 #[derive(Clone, Debug)]
@@ -170,7 +143,7 @@ pub(super) struct Committed {
 pub(super) struct Net {
     pub cfg: NetConfig,
     pub now: u64,
-    rng: Rng,
+    rng: SimRng,
     keys: Vec<HostKey>,
     pub hosts: Vec<Consensus>,
     pub epoch: Arc<EpochHosts>,
@@ -204,7 +177,7 @@ impl Net {
             .map(|i| Consensus::new(Some(host_key(i)), cfg.timeouts, caches[i % caches.len()].clone()))
             .collect();
         let mut net = Self {
-            rng: Rng::new(cfg.seed),
+            rng: SimRng::new(cfg.seed, "consensus-harness"),
             cfg,
             now: 0,
             keys: (0..n).map(host_key).collect(),
@@ -222,7 +195,7 @@ impl Net {
         };
         for host in net.honest().into_iter().chain(net.cfg.byzantine.clone()) {
             net.push(0, EventKind::StartHeight { host, height: 1 });
-            let first = net.rng.between(1, net.cfg.rebroadcast_ms);
+            let first = net.rng.range(1, net.cfg.rebroadcast_ms);
             net.push(first, EventKind::Rebroadcast { host });
         }
         net
@@ -276,8 +249,8 @@ impl Net {
                 let valid = true;
                 let actions = self.hosts[to].on_message(&msg, valid, now);
                 self.apply(to, actions);
-                if self.rng.chance(self.cfg.relay_per_mille) {
-                    let other = self.rng.between(0, self.hosts.len() as u64 - 1) as usize;
+                if self.rng.chance(self.cfg.relay_per_mille as u32) {
+                    let other = self.rng.range(0, self.hosts.len() as u64 - 1) as usize;
                     if other != to {
                         self.send(to, other, msg);
                     }
@@ -302,7 +275,7 @@ impl Net {
                 // A host that sees its height committed elsewhere fetches it.
                 let behind = self.hosts[host].height().filter(|_| self.hosts[host].decided().is_none());
                 if let Some(height) = behind.filter(|h| self.commits.contains_key(h)) {
-                    let at = now + self.rng.between(self.cfg.delay_ms.0, self.cfg.delay_ms.1);
+                    let at = now + self.rng.range(self.cfg.delay_ms.0, self.cfg.delay_ms.1);
                     self.push(at, EventKind::Sync { host, height });
                 }
             }
@@ -435,10 +408,10 @@ impl Net {
     }
 
     fn send(&mut self, from: usize, to: usize, msg: Message) {
-        if !self.runs(to) || self.rng.chance(self.cfg.drop_per_mille) {
+        if !self.runs(to) || self.rng.chance(self.cfg.drop_per_mille as u32) {
             return;
         }
-        let delay = self.rng.between(self.cfg.delay_ms.0, self.cfg.delay_ms.1);
+        let delay = self.rng.range(self.cfg.delay_ms.0, self.cfg.delay_ms.1);
         let mut at = self.now + delay;
         if let Some((_, heal_ms)) = &self.cfg.partition {
             let crosses = !self.is_byzantine(from)
