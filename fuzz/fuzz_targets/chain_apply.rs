@@ -7,7 +7,7 @@
 
 use std::sync::OnceLock;
 
-use gonka_engine::chain::types::{Block, BlockHeader, SignedTransaction, Transaction, transactions_root};
+use gonka_engine::chain::types::{SignedTransaction, Transaction};
 use gonka_engine::chain::{Chain, Genesis, GenesisHost};
 use gonka_engine::crypto::HostKey;
 use gonka_engine::crypto::cache::SigCache;
@@ -37,20 +37,6 @@ fn genesis() -> &'static Genesis {
     })
 }
 
-/// The block at the chain's next height carrying `transactions`.
-fn block(chain: &Chain, transactions: Vec<SignedTransaction>) -> Block {
-    let header = BlockHeader {
-        chain: chain.genesis_digest(),
-        height: chain.next_height(),
-        round: 0,
-        parent: chain.tip().hash,
-        state_root: chain.state_root(),
-        transactions_root: transactions_root(&transactions),
-        proposer: 0,
-    };
-    Block { header, transactions }
-}
-
 fuzz_target!(|data: &[u8]| {
     // Input: a list of chunks, each either a whole encoded transaction or a
     // body re-signed by genesis host (first byte % 4) so it passes the envelope.
@@ -70,7 +56,7 @@ fuzz_target!(|data: &[u8]| {
     let mut a = Chain::from_genesis(genesis(), cache().clone()).expect("valid genesis");
     let mut b = Chain::from_genesis(genesis(), SigCache::new(64)).expect("valid genesis");
     for round in 0..2 {
-        let blk = block(&a, if round == 0 { txs.clone() } else { Vec::new() });
+        let blk = a.build_block(0, 0, if round == 0 { txs.clone() } else { Vec::new() });
         let height = blk.header.height;
         let ra = a.apply_trusted(&blk, 0).expect("a block built on the tip applies");
         let rb = b.apply_trusted(&blk, 0).expect("a block built on the tip applies");

@@ -47,21 +47,7 @@ pub struct SimArgs {
 }
 
 fn print_row(r: &EpochRow, wall_s: f64) {
-    eprintln!(
-        "epoch {:>3} done at {:>6.1} s: {} blocks, beacon {}, weight honest {} / adversarial {}, batches good {}/{}/{} bad {}/{}/{}",
-        r.epoch,
-        wall_s,
-        r.blocks,
-        if r.beacon { "yes" } else { "no" },
-        r.honest_weight,
-        r.adversary_weight,
-        r.good_accepted,
-        r.good_rejected,
-        r.good_undecided,
-        r.bad_accepted,
-        r.bad_rejected,
-        r.bad_refused
-    );
+    eprintln!("{:>7.1} s  {}", wall_s, r.summary());
 }
 
 pub fn run_sim(a: &SimArgs) -> anyhow::Result<ExitCode> {

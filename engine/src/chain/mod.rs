@@ -34,7 +34,7 @@ use gonka_kernels::encoding::Hash32;
 
 pub use genesis::{Genesis, GenesisHost};
 pub use input::{BlockInput, TxError};
-use types::{Block, FinalBlock, signing_message, transactions_root};
+use types::{Block, BlockHeader, FinalBlock, SignedTransaction, signing_message, transactions_root};
 
 use crate::blocks::{ChainTip, EvidenceSeen};
 use crate::crypto::Domain;
@@ -271,6 +271,21 @@ impl Chain {
     /// Mutable access for queries (read them only: writing bypasses the rules).
     pub fn world_mut_for_queries(&mut self) -> &mut World {
         &mut self.world
+    }
+
+    /// The block at the next height on this state, built in `round` by the
+    /// voting host at position `proposer`, carrying `transactions`.
+    pub fn build_block(&self, round: u32, proposer: u32, transactions: Vec<SignedTransaction>) -> Block {
+        let header = BlockHeader {
+            chain: self.genesis,
+            height: self.next_height(),
+            round,
+            parent: self.tip().hash,
+            state_root: self.root,
+            transactions_root: transactions_root(&transactions),
+            proposer,
+        };
+        Block { header, transactions }
     }
 
     /// Checks a proposed block against this state: height, parent, state

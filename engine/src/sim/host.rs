@@ -7,8 +7,7 @@ use gonka_kernels::encoding::Hash32;
 
 use crate::agent::Agent;
 use crate::chain::Chain;
-use crate::chain::types::{Block, BlockHeader, SignedTransaction, transactions_root};
-
+use crate::chain::types::{Block, SignedTransaction};
 use crate::consensus::Consensus;
 
 /// Most transactions a host keeps waiting (a simulated peer cannot grow it further).
@@ -136,17 +135,7 @@ impl SimHost {
     /// Builds this host's block for `(height, round)` from its mempool.
     pub fn build_block(&self, round: u32, proposer: u32) -> Block {
         let max = self.chain.params().max_block_transactions as usize;
-        let transactions = self.mempool.take(max);
-        let header = BlockHeader {
-            chain: self.chain.genesis_digest(),
-            height: self.chain.next_height(),
-            round,
-            parent: self.chain.tip().hash,
-            state_root: self.chain.state_root(),
-            transactions_root: transactions_root(&transactions),
-            proposer,
-        };
-        Block { header, transactions }
+        self.chain.build_block(round, proposer, self.mempool.take(max))
     }
 
     /// Whether this host takes part at all.

@@ -36,6 +36,26 @@ pub struct EpochRow {
     pub blocks: u32,
 }
 
+impl EpochRow {
+    /// One line for progress output.
+    pub fn summary(&self) -> String {
+        format!(
+            "epoch {}: {} blocks, beacon {}, weight honest {} / adversarial {}, batches good {}/{}/{} bad {}/{}/{}",
+            self.epoch,
+            self.blocks,
+            if self.beacon { "yes" } else { "no" },
+            self.honest_weight,
+            self.adversary_weight,
+            self.good_accepted,
+            self.good_rejected,
+            self.good_undecided,
+            self.bad_accepted,
+            self.bad_rejected,
+            self.bad_refused
+        )
+    }
+}
+
 /// The outcome of a run.
 #[derive(Clone, Debug, Default)]
 pub struct SimReport {

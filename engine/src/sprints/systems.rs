@@ -298,3 +298,18 @@ fn apply_cap(weights: &mut [u64], cap: crate::params::Share) {
         *w = (*w).min(limit);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_is_a_share_of_the_earned_total() {
+        let mut w = vec![70, 20, 10, 0];
+        apply_cap(&mut w, crate::params::Share { num: 1, den: 2 });
+        assert_eq!(w, vec![50, 20, 10, 0], "capped at half of 100");
+        let mut w = vec![1, 1];
+        apply_cap(&mut w, crate::params::Share { num: 1, den: 10 });
+        assert_eq!(w, vec![1, 1], "a cap never drops below one unit");
+    }
+}

@@ -6,3 +6,16 @@ mod crypto_selection;
 mod crypto_votes;
 mod proof_files;
 mod sim;
+
+/// Checks each `(name, encoding, expected hash)`: an encoding's
+/// `H("test/frozen", bytes)` changes only with a new wire version.
+fn assert_frozen(cases: &[(&str, Vec<u8>, &str)]) {
+    let changed: Vec<String> = cases
+        .iter()
+        .filter_map(|(name, bytes, want)| {
+            let got = hex::encode(gonka_kernels::encoding::tagged_hash("test/frozen", &[bytes]));
+            (got != *want).then(|| format!("{name}: {got}"))
+        })
+        .collect();
+    assert!(changed.is_empty(), "wire encodings changed: {changed:#?}");
+}
