@@ -9,7 +9,7 @@
 //! | module | world | owns |
 //! |---|---|---|
 //! | [`chain`] | chain | `Chain`: the bevy_ecs `World`, the schedule of phases, protocol types, state root, genesis |
-//! | [`hosts`], [`sprints`], [`proofs`], [`validations`], [`blocks`] | chain | one ECS domain each: components, systems, plugin |
+//! | [`hosts`], [`sprints`], [`proofs`], [`validations`], [`tasks`], [`rewards`], [`blocks`] | chain | one ECS domain each: components, systems, plugin |
 //! | [`params`] | chain | every number of the chain, with defaults |
 //! | [`crypto`] | both | keys, weighted vote sets, DKG, beacon, selection, the signature cache |
 //! | [`consensus`] | local | one host's Tendermint-style state machine: proposals, prevotes, precommits, locks |
@@ -35,6 +35,8 @@ pub mod crypto;
 pub mod hosts;
 pub mod params;
 pub mod proofs;
+pub mod rewards;
 pub mod sim;
 pub mod sprints;
+pub mod tasks;
 pub mod validations;

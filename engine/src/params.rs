@@ -78,6 +78,166 @@ pub struct ChainParams {
     pub timeout_step_ms: u64,
     /// Local pacing: how long a proposer waits after a commit before the next proposal.
     pub block_interval_ms: u64,
+    /// Tasks, validation of tasks, reputation, rewards.
+    pub economy: EconomyParams,
+}
+
+/// Token amounts in base units: 1 GNK = 10^9 base units.
+pub type Amount = u128;
+
+/// One GNK in base units.
+pub const GNK: Amount = 1_000_000_000;
+
+/// A model the network serves, and its price.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ModelPrice {
+    /// Its name (requests name the model by its index in [`EconomyParams::models`]).
+    pub name: String,
+    /// Base units per token (prompt and completion tokens alike).
+    pub price_per_token: Amount,
+}
+
+/// The numbers of the economy (`docs/economy.md` has every rule that reads them).
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct EconomyParams {
+    /// The models requests may name (at most 64: hosts declare theirs as a bit mask).
+    pub models: Vec<ModelPrice>,
+    /// `Y`: a request not finished this many blocks after it landed expires with a refund.
+    pub task_timeout_blocks: u64,
+    /// `X`: the pool of hanging requests is scanned every this many blocks.
+    pub hanging_scan_blocks: u64,
+    /// Blocks after a task finishes during which selected hosts submit their checks.
+    pub task_validation_blocks: u64,
+    /// Blocks a dispute stays open for re-verification votes.
+    pub dispute_blocks: u64,
+    /// `N`: epochs of reputation at which the validation rate reaches its floor `p_min`.
+    pub reputation_full_epochs: u32,
+    /// Epochs of inactivity after which a host's reputation is deleted.
+    pub reputation_forget_epochs: u64,
+    /// Requests per epoch up to which every task is checked (`p_min = 1`).
+    pub full_check_requests: u64,
+    /// The floor of `p_min`, reached at `full_check_requests / floor` requests per epoch.
+    pub min_check_rate: Share,
+    /// Verdicts against the final outcome (or confirmed mismatches as an
+    /// executor) a host may have per epoch before it counts as a fraud.
+    pub false_positive_allowance: u32,
+    /// Share of its expected tasks a host must finish to be paid.
+    pub min_work: Share,
+    /// Share of its expected checks a host must submit to be paid.
+    pub min_validation: Share,
+    /// Share of every task payment that goes to the training fund.
+    pub training_fund: Share,
+    /// Bounty for a caught fraud, as a share of the executor's part of that task's pay.
+    pub bounty: Share,
+    /// What a user pays to report a task (refunded when the report is confirmed).
+    pub report_fee: Amount,
+    /// Subsidy minted in epoch 0; every later epoch mints less by `subsidy_decay`.
+    pub epoch_subsidy: Amount,
+    /// Per-epoch decay of the subsidy: `S_{e+1} = S_e − ⌊S_e · decay⌋`.
+    pub subsidy_decay: Share,
+    /// Requests per epoch below which the chain adds dummy requests (paid from the reserve).
+    pub dummy_requests: u64,
+    /// Largest completion a dummy request asks for.
+    pub dummy_max_tokens: u32,
+}
+
+impl EconomyParams {
+    /// A ten-second-block network: the subsidy of the published emission
+    /// (about 680 million GNK in all) spread over two-hour epochs.
+    pub fn standard() -> Self {
+        Self {
+            models: vec![ModelPrice { name: "SmolLM2-135M".into(), price_per_token: 1_000 }],
+            task_timeout_blocks: 20,
+            hanging_scan_blocks: 100,
+            task_validation_blocks: 20,
+            dispute_blocks: 30,
+            reputation_full_epochs: 30,
+            // 30 days of two-hour epochs.
+            reputation_forget_epochs: 360,
+            full_check_requests: 100,
+            min_check_rate: Share { num: 1, den: 100 },
+            false_positive_allowance: 2,
+            min_work: Share { num: 1, den: 2 },
+            min_validation: Share { num: 1, den: 2 },
+            training_fund: Share { num: 1, den: 5 },
+            bounty: Share { num: 1, den: 2 },
+            report_fee: 1_000_000,
+            // 323 000 GNK a day, decaying by 0.000475 a day, in twelve epochs a day.
+            epoch_subsidy: 323_000 * GNK / 12,
+            subsidy_decay: Share { num: 475, den: 12_000_000 },
+            dummy_requests: 100,
+            dummy_max_tokens: 256,
+        }
+    }
+
+    /// Short windows for tests and the simulator.
+    pub fn tiny() -> Self {
+        Self {
+            models: vec![
+                ModelPrice { name: "tiny-chat".into(), price_per_token: 10 },
+                ModelPrice { name: "small-chat".into(), price_per_token: 40 },
+            ],
+            task_timeout_blocks: 6,
+            hanging_scan_blocks: 5,
+            task_validation_blocks: 4,
+            dispute_blocks: 4,
+            reputation_full_epochs: 30,
+            reputation_forget_epochs: 12,
+            full_check_requests: 100,
+            min_check_rate: Share { num: 1, den: 100 },
+            false_positive_allowance: 2,
+            min_work: Share { num: 1, den: 2 },
+            min_validation: Share { num: 1, den: 2 },
+            training_fund: Share { num: 1, den: 5 },
+            bounty: Share { num: 1, den: 2 },
+            report_fee: 1_000,
+            epoch_subsidy: 1_000_000,
+            subsidy_decay: Share { num: 1, den: 100 },
+            dummy_requests: 10,
+            dummy_max_tokens: 32,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ParamsError> {
+        let bad = |s: &str| Err(ParamsError::Invalid(s.to_string()));
+        if self.models.is_empty() || self.models.len() > 64 {
+            return bad("between 1 and 64 models");
+        }
+        if self.task_timeout_blocks == 0 || self.hanging_scan_blocks == 0 {
+            return bad("task timeout and hanging scan must be positive");
+        }
+        if self.task_validation_blocks == 0 || self.dispute_blocks == 0 {
+            return bad("task validation and dispute windows must be non-empty");
+        }
+        if self.reputation_full_epochs == 0 || self.full_check_requests == 0 {
+            return bad("reputation scale and full-check volume must be positive");
+        }
+        for (name, s) in [
+            ("min check rate", self.min_check_rate),
+            ("min work", self.min_work),
+            ("min validation", self.min_validation),
+            ("training fund", self.training_fund),
+            ("bounty", self.bounty),
+            ("subsidy decay", self.subsidy_decay),
+        ] {
+            if s.den == 0 || s.num > s.den {
+                return Err(ParamsError::Invalid(format!("{name} must be a share in [0, 1]")));
+            }
+        }
+        if self.min_check_rate.num == 0 {
+            return bad("the check rate floor must be positive");
+        }
+        Ok(())
+    }
+}
+
+impl Share {
+    /// `⌊amount · num / den⌋` (the share of an amount, rounded down).
+    pub fn of(self, amount: u128) -> u128 {
+        let (num, den) = (u128::from(self.num), u128::from(self.den));
+        // amount = q·den + r, so amount·num/den = q·num + r·num/den without overflow.
+        (amount / den) * num + (amount % den) * num / den
+    }
 }
 
 /// Why a parameter set is unusable.
@@ -115,6 +275,7 @@ impl Default for ChainParams {
             timeout_vote_ms: 1000,
             timeout_step_ms: 500,
             block_interval_ms: 10_000,
+            economy: EconomyParams::standard(),
         }
     }
 }
@@ -146,6 +307,7 @@ impl ChainParams {
             timeout_vote_ms: 200,
             timeout_step_ms: 200,
             block_interval_ms: 100,
+            economy: EconomyParams::tiny(),
         }
     }
 
@@ -198,7 +360,7 @@ impl ChainParams {
         if self.max_block_transactions == 0 || self.max_block_bytes < 1024 {
             return bad("blocks must hold at least one transaction and 1 KiB");
         }
-        Ok(())
+        self.economy.validate()
     }
 
     /// Epoch offset of the first reveal.

@@ -34,6 +34,8 @@ fn genesis() -> &'static Genesis {
         params: ChainParams::tiny(),
         seed: [7; 32],
         hosts: keys().iter().map(|k| GenesisHost::new(k, 10)).collect(),
+        accounts: Vec::new(),
+        reserve: 0,
     })
 }
 

@@ -129,9 +129,13 @@ pub fn read(path: &Path) -> anyhow::Result<GenesisFile> {
             weight: h["weight"]
                 .as_u64()
                 .with_context(|| format!("hosts[{i}].weight must be an unsigned integer"))?,
+            models: match &h["models"] {
+                serde_json::Value::Null => u64::MAX,
+                m => m.as_u64().with_context(|| format!("hosts[{i}].models must be a bit mask"))?,
+            },
         });
     }
-    let genesis = Genesis { params, seed, hosts };
+    let genesis = Genesis { params, seed, hosts, accounts: Vec::new(), reserve: 0 };
     genesis.validate(&SigCache::default()).context("checking the genesis")?;
     Ok(GenesisFile { genesis, key_seed })
 }

@@ -17,12 +17,28 @@ pub struct GenesisHost {
     pub proof_of_possession: SignatureBytes,
     /// Its weight in epoch 0.
     pub weight: u64,
+    /// The models it serves in epoch 0 (bit mask; bits beyond the model list are ignored).
+    pub models: u64,
+}
+
+/// An account funded at genesis.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GenesisAccount {
+    /// The owner's key.
+    pub key: PublicKeyBytes,
+    /// Base units.
+    pub balance: crate::params::Amount,
 }
 
 impl GenesisHost {
-    /// An entry for `key` with `weight`.
+    /// An entry for `key` with `weight`, serving every model.
     pub fn new(key: &HostKey, weight: u64) -> Self {
-        Self { public_key: key.public_key(), proof_of_possession: key.proof_of_possession(), weight }
+        Self {
+            public_key: key.public_key(),
+            proof_of_possession: key.proof_of_possession(),
+            weight,
+            models: u64::MAX,
+        }
     }
 }
 
@@ -35,6 +51,10 @@ pub struct Genesis {
     pub seed: Hash32,
     /// The first hosts, in registry order.
     pub hosts: Vec<GenesisHost>,
+    /// Funded accounts, keys ascending.
+    pub accounts: Vec<GenesisAccount>,
+    /// The reserve at genesis (pays dummy requests and bounties).
+    pub reserve: crate::params::Amount,
 }
 
 impl Genesis {
@@ -55,6 +75,15 @@ impl Genesis {
             cache
                 .verify(Domain::ProofOfPossession, &h.public_key, &h.public_key, &h.proof_of_possession)
                 .map_err(|e| ChainError::Genesis(format!("host {i}: proof of possession: {e}")))?;
+        }
+        if self.accounts.windows(2).any(|w| w[0].key >= w[1].key) {
+            return Err(ChainError::Genesis("account keys must be strictly ascending".into()));
+        }
+        let mut supply = self.reserve;
+        for a in &self.accounts {
+            supply = supply
+                .checked_add(a.balance)
+                .ok_or_else(|| ChainError::Genesis("supply overflows".into()))?;
         }
         if self.hosts.iter().all(|h| h.weight == 0) {
             return Err(ChainError::Genesis("no host has weight".into()));

@@ -173,6 +173,7 @@ impl Chain {
         let mut world = World::new();
         let mut registry = HostRegistry::default();
         let mut members = Vec::new();
+        let all_models = u64::MAX >> (64 - params.economy.models.len());
         for h in &genesis.hosts {
             let entity = world.spawn_empty().id();
             let id = registry.insert(h.public_key, entity);
@@ -182,6 +183,9 @@ impl Chain {
                 Weight(h.weight),
                 RegisteredAt(0),
                 ValidationDuty::default(),
+                crate::rewards::EpochWork::default(),
+                crate::rewards::Earnings::default(),
+                crate::tasks::Serves { current: h.models & all_models, next: h.models & all_models },
             ));
             if h.weight > 0 {
                 members.push((id, h.public_key, h.weight));
@@ -199,6 +203,22 @@ impl Chain {
         world.insert_resource(BatchIndex::default());
         world.insert_resource(ReportIndex::default());
         world.insert_resource(BlockInput::default());
+        let mut ledger = crate::rewards::Ledger {
+            reserve: genesis.reserve,
+            next_subsidy: params.economy.epoch_subsidy,
+            ..Default::default()
+        };
+        for a in &genesis.accounts {
+            ledger.credit(&a.key, a.balance);
+        }
+        ledger.genesis_supply = ledger.supply();
+        world.insert_resource(ledger);
+        world.insert_resource(crate::rewards::Volume {
+            per_model: vec![0; params.economy.models.len()],
+            ..Default::default()
+        });
+        world.insert_resource(crate::tasks::TaskIndex::default());
+        world.insert_resource(crate::tasks::DummyAccounts::default());
         world.insert_resource(params);
         world.insert_resource(Verifier(cache.clone()));
         let root = root::state_root(&mut world, &digest);
@@ -261,6 +281,30 @@ impl Chain {
             .get_resource::<timing::SystemTimes>()
             .map(|t| t.0.iter().map(|(n, d)| (n.to_string(), *d)).collect())
             .unwrap_or_default()
+    }
+
+    /// The accounts and pools.
+    pub fn ledger(&self) -> &crate::rewards::Ledger {
+        self.world.resource::<crate::rewards::Ledger>()
+    }
+
+    /// Checks the money invariants: the supply is the genesis supply plus
+    /// the subsidy minted, the escrow is the sum of the open tasks' escrow,
+    /// the pending earnings are the sum of the hosts' earnings.
+    pub fn check_money(&mut self) -> Result<(), String> {
+        let ledger = self.world.resource::<crate::rewards::Ledger>().clone();
+        ledger.check()?;
+        let mut tasks = self.world.query::<&crate::tasks::Task>();
+        let escrow: u128 = tasks.iter(&self.world).map(|t| t.escrow).sum();
+        if escrow != ledger.escrow {
+            return Err(format!("escrow {} ≠ Σ task escrow {escrow}", ledger.escrow));
+        }
+        let mut earnings = self.world.query::<&crate::rewards::Earnings>();
+        let pending: u128 = earnings.iter(&self.world).map(|e| e.0).sum();
+        if pending != ledger.pending {
+            return Err(format!("pending {} ≠ Σ host earnings {pending}", ledger.pending));
+        }
+        Ok(())
     }
 
     /// Read access for inspection and the host's local systems.

@@ -9,7 +9,9 @@ use crate::blocks::{BlockRecord, ChainTip, EvidenceSeen};
 use crate::hosts::{HostId, HostPublicKey, Penalized, RegisteredAt, ValidationDuty, VotingHosts, Weight};
 use crate::params::ChainParams;
 use crate::proofs::components::{BatchCommitment, BatchKey, BatchStatus, BatchTally};
+use crate::rewards::{Earnings, EpochWork, Ledger, Payout, Reputation, Volume};
 use crate::sprints::{BeaconState, BeaconStatus, EpochClock, Sprint};
+use crate::tasks::{DummyAccounts, Serves, Task, TaskStatus};
 use crate::validations::ValidationReport;
 
 struct Encoder(Vec<u8>);
@@ -51,6 +53,8 @@ pub fn state_root(world: &mut World, genesis: &Hash32) -> Hash32 {
     encode_batches(world, &mut e);
     encode_reports(world, &mut e);
     encode_records(world, &mut e);
+    encode_economy(world, &mut e);
+    encode_tasks(world, &mut e);
     let seen = world.resource::<EvidenceSeen>();
     e.len(seen.0.len());
     for &(height, voter, round) in seen.0.keys() {
@@ -160,5 +164,120 @@ fn encode_records(world: &mut World, e: &mut Encoder) {
         e.u32(r.proposer);
         e.u32(r.transactions);
         e.u32(r.failed);
+    }
+}
+
+fn encode_economy(world: &mut World, e: &mut Encoder) {
+    let l = world.resource::<Ledger>();
+    e.len(l.accounts.len());
+    for (key, a) in &l.accounts {
+        e.bytes(key);
+        e.u128(a.balance);
+        e.u64(a.nonce);
+    }
+    for v in [l.escrow, l.pending, l.training_fund, l.reserve, l.genesis_supply, l.minted, l.next_subsidy] {
+        e.u128(v);
+    }
+    let v = world.resource::<Volume>();
+    e.u64(v.previous);
+    e.u64(v.current);
+    e.u64(v.real_previous);
+    e.u64(v.real_current);
+    e.u128(v.owed_checks);
+    e.len(v.per_model.len());
+    v.per_model.iter().for_each(|&n| e.u64(n));
+    let d = world.resource::<DummyAccounts>();
+    e.len(d.0.len());
+    d.0.iter().for_each(|k| e.bytes(k));
+    let mut q =
+        world.query::<(&HostId, &EpochWork, &Earnings, &Serves, Option<&Reputation>, Option<&Payout>)>();
+    let mut hosts: Vec<_> =
+        q.iter(world).map(|(i, w, a, s, r, p)| (i.0, *w, a.0, *s, r.copied(), p.copied())).collect();
+    hosts.sort_unstable_by_key(|h| h.0);
+    e.len(hosts.len());
+    for (id, w, earned, serves, reputation, payout) in hosts {
+        e.u32(id);
+        encode_work(e, &w);
+        e.u128(earned);
+        e.u64(serves.current);
+        e.u64(serves.next);
+        match reputation {
+            Some(r) => {
+                e.u8(1);
+                e.u32(r.epochs);
+                e.u64(r.last_active);
+            }
+            None => e.u8(0),
+        }
+        match payout {
+            Some(p) => {
+                e.u8(1);
+                e.u64(p.epoch);
+                e.u128(p.earned);
+                e.u8(p.withheld.map_or(0, |w| w.code()));
+                encode_work(e, &p.work);
+            }
+            None => e.u8(0),
+        }
+    }
+}
+
+fn encode_work(e: &mut Encoder, w: &EpochWork) {
+    for v in [w.assigned, w.finished, w.expired, w.checks, w.frauds, w.wrong] {
+        e.u32(v);
+    }
+    e.u64(w.tokens);
+}
+
+fn encode_tasks(world: &mut World, e: &mut Encoder) {
+    let mut q = world.query::<&Task>();
+    let mut tasks: Vec<&Task> = q.iter(world).collect();
+    tasks.sort_unstable_by_key(|t| t.id);
+    e.len(tasks.len());
+    for t in tasks {
+        e.bytes(&t.id);
+        e.bytes(&t.payer);
+        e.u32(t.model);
+        e.bytes(&t.prompt);
+        e.u32(t.max_tokens);
+        e.u128(t.max_cost);
+        e.u128(t.escrow);
+        e.u64(t.requested);
+        e.u32(t.intermediary);
+        e.u32(t.executor);
+        let (finished, dispute) = match &t.status {
+            TaskStatus::Requested => (None, None),
+            TaskStatus::Finished(f) => (Some(f), None),
+            TaskStatus::Disputed(f, d) => (Some(f), Some(d)),
+        };
+        e.u8(u8::from(finished.is_some()) + u8::from(dispute.is_some()));
+        if let Some(f) = finished {
+            e.u64(f.height);
+            e.bytes(&f.output);
+            e.bytes(&f.artifact);
+            e.u32(f.tokens);
+            e.u128(f.cost);
+            e.u8(u8::from(f.cancelled));
+            e.u64(f.rate);
+            e.u64(f.checks_until);
+        }
+        if let Some(d) = dispute {
+            e.u64(d.opened);
+            e.u64(d.until);
+            e.u128(d.report_fee);
+            e.u128(d.fraud);
+            e.u128(d.clear);
+            e.u128(d.eligible);
+            e.len(d.votes.len());
+            for (&voter, &fraud) in &d.votes {
+                e.u32(voter);
+                e.u8(u8::from(fraud));
+            }
+        }
+        e.len(t.checks.len());
+        for c in &t.checks {
+            e.u32(c.validator);
+            e.u8(u8::from(c.pass));
+        }
     }
 }

@@ -7,6 +7,9 @@
 //!  Beacon      apply_dkg_messages → finish_dkg → apply_seed_messages → apply_beacon_partials → finish_beacon
 //!  Proofs      record_proof_commitments → record_proof_batches
 //!  Validation  record_validation_reports → tally_proof_batches
+//!  Tasks       apply_transfers → declare_models → open_requests → finish_tasks → record_task_checks
+//!              → open_reports → record_dispute_votes → settle_tasks → expire_hanging_tasks
+//!  Rewards     close_epoch_rewards
 //!  Epoch       rotate_epoch
 //!  Record      record_block
 //! ```
@@ -38,6 +41,10 @@ pub enum Phase {
     Proofs,
     /// Validation reports and the tally.
     Validation,
+    /// Transfers and the inference tasks' lifecycle.
+    Tasks,
+    /// The epoch's subsidy and the release of earnings (before the weights rotate).
+    Rewards,
     /// The epoch boundary.
     Epoch,
     /// The block record.
@@ -56,6 +63,8 @@ pub fn build() -> Schedule {
             Phase::Beacon,
             Phase::Proofs,
             Phase::Validation,
+            Phase::Tasks,
+            Phase::Rewards,
             Phase::Epoch,
             Phase::Record,
         )
@@ -67,5 +76,7 @@ pub fn build() -> Schedule {
     crate::sprints::plugin::plugin(&mut schedule);
     crate::proofs::plugin::plugin(&mut schedule);
     crate::validations::plugin::plugin(&mut schedule);
+    crate::tasks::plugin::plugin(&mut schedule);
+    crate::rewards::plugin::plugin(&mut schedule);
     schedule
 }

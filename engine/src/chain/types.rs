@@ -73,6 +73,35 @@ pub enum Transaction {
     /// Two conflicting signed votes of one host: the equivocator loses its
     /// weight and the epoch's rewards.
     Equivocation(crate::consensus::Equivocation),
+    /// Moves base units from the sender's account to another.
+    Transfer {
+        /// The receiving account.
+        to: PublicKeyBytes,
+        /// Base units.
+        amount: crate::params::Amount,
+        /// The sender's next account nonce.
+        nonce: u64,
+    },
+    /// The models a host serves from the next epoch (bit mask over the model list).
+    ServeModels {
+        /// Bit `m` set: serves model `m`.
+        models: u64,
+    },
+    /// A user's inference request (escrows its maximum cost).
+    InferenceRequest(crate::tasks::InferenceRequest),
+    /// The executor's result of a task.
+    InferenceFinish(crate::tasks::InferenceFinish),
+    /// A selected host's check of a finished task.
+    TaskCheck(crate::tasks::TaskCheck),
+    /// A re-verification vote on a disputed task.
+    DisputeVote(crate::tasks::DisputeVote),
+    /// The payer's paid report of a finished task: opens a re-verification.
+    Report {
+        /// The task.
+        task: Hash32,
+        /// The payer's next account nonce.
+        nonce: u64,
+    },
 }
 
 impl Transaction {
@@ -88,6 +117,13 @@ impl Transaction {
             Transaction::BeaconPartials(_) => "beacon partials",
             Transaction::Dkg(_) => "DKG message",
             Transaction::Equivocation(_) => "equivocation",
+            Transaction::Transfer { .. } => "transfer",
+            Transaction::ServeModels { .. } => "serve models",
+            Transaction::InferenceRequest(_) => "inference request",
+            Transaction::InferenceFinish(_) => "inference finish",
+            Transaction::TaskCheck(_) => "task check",
+            Transaction::DisputeVote(_) => "dispute vote",
+            Transaction::Report { .. } => "report",
         }
     }
 }
@@ -136,7 +172,14 @@ fn check_transaction_bounds(tx: &SignedTransaction) -> Result<(), WireError> {
         Transaction::RegisterHost { .. }
         | Transaction::ProofCommitment { .. }
         | Transaction::SeedCommit(_)
-        | Transaction::SeedReveal(_) => Ok(()),
+        | Transaction::SeedReveal(_)
+        | Transaction::Transfer { .. }
+        | Transaction::ServeModels { .. }
+        | Transaction::InferenceRequest(_)
+        | Transaction::InferenceFinish(_)
+        | Transaction::TaskCheck(_)
+        | Transaction::DisputeVote(_)
+        | Transaction::Report { .. } => Ok(()),
     }
 }
 

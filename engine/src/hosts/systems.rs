@@ -37,6 +37,9 @@ pub fn register_hosts(
                 Weight(0),
                 RegisteredAt(height),
                 ValidationDuty::default(),
+                crate::rewards::EpochWork::default(),
+                crate::rewards::Earnings::default(),
+                crate::tasks::Serves::default(),
             ));
             Ok(())
         };

@@ -140,6 +140,8 @@ fn setup(config: SimConfig) -> Result<World, SimError> {
         params: config.params.clone(),
         seed: tagged_hash("gonka/sim-genesis", &[&config.seed.to_le_bytes()]),
         hosts: keys.iter().zip(&weights).map(|(k, &w)| GenesisHost::new(&HostKey::from_ikm(k), w)).collect(),
+        accounts: Vec::new(),
+        reserve: 0,
     };
     let cache = SigCache::default();
     let coalition: Vec<u32> =
