@@ -133,7 +133,7 @@ pub struct EconomyParams {
     pub report_fee: Amount,
     /// Subsidy minted in epoch 0; every later epoch mints less by `subsidy_decay`.
     pub epoch_subsidy: Amount,
-    /// Per-epoch decay of the subsidy: `S_{e+1} = S_e − ⌊S_e · decay⌋`.
+    /// Per-epoch decay of the subsidy: `S_{e+1} = S_e − ⌈S_e · decay⌉`.
     pub subsidy_decay: Share,
     /// Requests per epoch below which the chain adds dummy requests (paid from the reserve).
     pub dummy_requests: u64,
