@@ -18,8 +18,10 @@ pub struct SimArgs {
     /// Stop after this many blocks.
     #[arg(long)]
     blocks: Option<u64>,
-    /// Percent of hosts that are adversaries (fabricated proofs, inflated counts,
-    /// duplicate nonces, lazy and colluding validators, an equivocating proposer, offline).
+    /// Percent of hosts that are adversaries, cycling through: fabricated proofs,
+    /// wrong outputs, lazy validator, colluding validator, colluding executor,
+    /// smaller model, skipped validation, inflated counts, duplicate nonces,
+    /// an equivocating proposer, offline.
     #[arg(long, default_value_t = 20)]
     adversarial: u32,
     /// Seed of every random choice: same seed, same output.
@@ -40,6 +42,15 @@ pub struct SimArgs {
     /// Cores for mining and validation (default: all).
     #[arg(long)]
     threads: Option<usize>,
+    /// Inference requests the users send per epoch.
+    #[arg(long, default_value_t = 120)]
+    requests: u64,
+    /// Users sending them.
+    #[arg(long, default_value_t = 16)]
+    users: usize,
+    /// Per thousand of their finished tasks a user reports.
+    #[arg(long, default_value_t = 20)]
+    report_permille: u32,
     /// A genesis file (`gonka genesis`): its hosts, weights, parameters and
     /// key seed replace `--hosts` and `--seed`.
     #[arg(long)]
@@ -73,6 +84,9 @@ pub fn run_sim(a: &SimArgs) -> anyhow::Result<ExitCode> {
         nonces_per_sprint: a.nonces,
         threads: a.threads.unwrap_or(defaults.threads),
         partition_minority: !a.no_partition,
+        requests_per_epoch: a.requests,
+        users: a.users,
+        report_permille: a.report_permille.min(1000),
         on_epoch: Some(print_row),
         ..defaults
     };
@@ -107,7 +121,7 @@ pub fn run_sim(a: &SimArgs) -> anyhow::Result<ExitCode> {
     );
     let report = run(config)?;
     print!("{}", report.render());
-    let bad: u32 = report.epochs.iter().map(|r| r.bad_accepted + r.good_rejected).sum();
+    let bad: u32 = report.epochs.iter().map(|r| r.bad_accepted + r.good_rejected + r.honest_withheld).sum();
     let unsafe_run = report.conflicting_commits + report.root_mismatches + report.halted + bad > 0;
     Ok(if unsafe_run { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

@@ -10,7 +10,10 @@
 //! ```
 //!
 //! [`Behavior`] lets the simulator turn a host into an adversary; an honest
-//! node runs [`Behavior::honest`].
+//! node runs [`Behavior::honest`]. Inference tasks (run, check, dispute) are
+//! in [`tasks`].
+
+pub mod tasks;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -46,8 +49,10 @@ pub struct Behavior {
     /// Accepts the batches of these hosts (registry indices) unchecked and
     /// rejects everyone else's.
     pub colluders: Option<Vec<u32>>,
-    /// Sends no validation report.
+    /// Sends no validation report and checks no task.
     pub skip_validation: bool,
+    /// Cheats on the inference tasks drawn to it.
+    pub task_cheat: Option<tasks::TaskCheat>,
 }
 
 impl Behavior {
@@ -152,13 +157,29 @@ pub struct Agent {
     behavior: Behavior,
     threads: usize,
     done: Done,
+    runner: Arc<dyn tasks::TaskRunner>,
+    tasks: tasks::TaskMemory,
 }
 
 impl Agent {
     /// An agent for `key`; `entropy` seeds its secret seed values and DKG
     /// polynomials (a node draws it from the OS; the simulator from its seed).
     pub fn new(key: HostKey, entropy: Hash32, behavior: Behavior, threads: usize) -> Self {
-        Self { key, entropy, behavior, threads: threads.max(1), done: Done::default() }
+        Self {
+            key,
+            entropy,
+            behavior,
+            threads: threads.max(1),
+            done: Done::default(),
+            runner: Arc::new(tasks::SimulatedInference::default()),
+            tasks: Default::default(),
+        }
+    }
+
+    /// The same agent running and checking tasks with `runner`.
+    pub fn with_runner(mut self, runner: Arc<dyn tasks::TaskRunner>) -> Self {
+        self.runner = runner;
+        self
     }
 
     /// The host's key.
@@ -193,6 +214,7 @@ impl Agent {
         if let Some(pos) = pos {
             self.beacon_work(chain, pos, next, &mut out);
         }
+        self.task_work(chain, id, next, &mut out);
         let sprint = chain.sprint();
         if let Some(seed) = sprint.seed
             && sprint.epoch == epoch

@@ -219,6 +219,7 @@ impl Chain {
         });
         world.insert_resource(crate::tasks::TaskIndex::default());
         world.insert_resource(crate::tasks::DummyAccounts::default());
+        world.insert_resource(crate::tasks::DummyPlan::default());
         world.insert_resource(params);
         world.insert_resource(Verifier(cache.clone()));
         let root = root::state_root(&mut world, &digest);

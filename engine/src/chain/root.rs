@@ -11,7 +11,7 @@ use crate::params::ChainParams;
 use crate::proofs::components::{BatchCommitment, BatchKey, BatchStatus, BatchTally};
 use crate::rewards::{Earnings, EpochWork, Ledger, Payout, Reputation, Volume};
 use crate::sprints::{BeaconState, BeaconStatus, EpochClock, Sprint};
-use crate::tasks::{DummyAccounts, Serves, Task, TaskStatus};
+use crate::tasks::{DummyAccounts, DummyPlan, Serves, Task, TaskStatus};
 use crate::validations::ValidationReport;
 
 struct Encoder(Vec<u8>);
@@ -189,6 +189,10 @@ fn encode_economy(world: &mut World, e: &mut Encoder) {
     let d = world.resource::<DummyAccounts>();
     e.len(d.0.len());
     d.0.iter().for_each(|k| e.bytes(k));
+    let plan = *world.resource::<DummyPlan>();
+    e.u64(plan.epoch);
+    e.bytes(&plan.seed);
+    e.u64(plan.due);
     let mut q =
         world.query::<(&HostId, &EpochWork, &Earnings, &Serves, Option<&Reputation>, Option<&Payout>)>();
     let mut hosts: Vec<_> =
@@ -223,7 +227,17 @@ fn encode_economy(world: &mut World, e: &mut Encoder) {
 }
 
 fn encode_work(e: &mut Encoder, w: &EpochWork) {
-    for v in [w.assigned, w.finished, w.expired, w.checks, w.frauds, w.wrong] {
+    for v in [
+        w.assigned,
+        w.finished,
+        w.expired,
+        w.checks,
+        w.frauds,
+        w.judged_honest,
+        w.alarms,
+        w.judged_frauds,
+        w.missed,
+    ] {
         e.u32(v);
     }
     e.u64(w.tokens);

@@ -86,6 +86,8 @@ pub enum Transaction {
     ServeModels {
         /// Bit `m` set: serves model `m`.
         models: u64,
+        /// The sender's next account nonce.
+        nonce: u64,
     },
     /// A user's inference request (escrows its maximum cost).
     InferenceRequest(crate::tasks::InferenceRequest),

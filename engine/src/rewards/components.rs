@@ -156,8 +156,25 @@ pub struct EpochWork {
     pub checks: u32,
     /// Its outputs whose mismatch a re-verification confirmed.
     pub frauds: u32,
-    /// Its checks and dispute votes that the final outcome contradicts.
-    pub wrong: u32,
+    /// Its checks and dispute votes on tasks that proved honest.
+    pub judged_honest: u32,
+    /// Of those, the ones that called a mismatch (false alarms).
+    pub alarms: u32,
+    /// Its checks and dispute votes on tasks whose mismatch was confirmed.
+    pub judged_frauds: u32,
+    /// Of those, the ones that passed the output (missed frauds).
+    pub missed: u32,
+}
+
+impl EpochWork {
+    /// Whether its verdicts were wrong too often to be the test's noise:
+    /// more than `allowance` false alarms making up more than half of its
+    /// verdicts on honest tasks, or more than `allowance` missed frauds
+    /// making up more than half of its verdicts on fraudulent ones.
+    pub fn inaccurate(&self, allowance: u32) -> bool {
+        let bad = |wrong: u32, judged: u32| wrong > allowance && 2 * u64::from(wrong) > u64::from(judged);
+        bad(self.alarms, self.judged_honest) || bad(self.missed, self.judged_frauds)
+    }
 }
 
 /// Epochs of fraud-free activity, and the epoch of the latest.
@@ -189,7 +206,8 @@ pub struct Volume {
 /// Why a host's earnings of an epoch were withheld.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Withheld {
-    /// Equivocation, confirmed mismatches or wrong verdicts beyond the allowance.
+    /// Equivocation, a rejected Sprint batch, confirmed mismatches beyond the
+    /// allowance, or inaccurate verdicts ([`EpochWork::inaccurate`]).
     Fraud,
     /// Finished too few of the tasks its weight share owed.
     TooLittleWork,

@@ -5,7 +5,8 @@
 //!  p_min(V) = clamp(full_check_requests / V, min_check_rate, 1)     V = max(previous, current) requests
 //!  p(r)     = max(p_min, 1 − (1 − p_min) · min(r, N) / N)
 //!  S_{e+1}  = S_e − ⌈S_e · decay⌉                                   Σ S_e ≈ S_0 / decay
-//!  enough(done, E) ⇔ done ≥ share · E − 3·√E                       E in units of 2^-32
+//!  enough(done, E) ⇔ done ≥ min(share · E, t(E))                      E in units of 2^-32
+//!  t(E)     = the largest t with P(Poisson(E) < t) ≤ 10^-6           (table to E = 200, then E − 5·√E)
 //! ```
 
 use crate::crypto::selection::Probability;
@@ -42,17 +43,41 @@ pub fn decay(subsidy: Amount, rate: Share) -> Amount {
     subsidy - (rate.of(subsidy) + round_up).min(subsidy)
 }
 
-/// Whether `done` reaches `share` of an expectation `expected` (units of
-/// 2^-32 events), less three standard deviations of a Poisson count with
-/// that mean: a host that does all it is drawn for passes except with
-/// negligible probability, while one that does less than `share` of it
-/// fails once the expectation is more than a handful.
+/// `t(E)` for integer `E` up to 200: the largest `t` with
+/// `P(Poisson(E) < t) ≤ 10^-6`, computed once and checked by a test.
+const POISSON_FLOOR: [u8; 201] = [
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 9, 9, 10,
+    10, 11, 11, 12, 13, 13, 14, 14, 15, 16, 16, 17, 18, 18, 19, 20, 20, 21, 22, 22, 23, 24, 24, 25, 26, 26,
+    27, 28, 28, 29, 30, 31, 31, 32, 33, 33, 34, 35, 35, 36, 37, 38, 38, 39, 40, 41, 41, 42, 43, 44, 44, 45,
+    46, 46, 47, 48, 49, 49, 50, 51, 52, 52, 53, 54, 55, 55, 56, 57, 58, 59, 59, 60, 61, 62, 62, 63, 64, 65,
+    65, 66, 67, 68, 69, 69, 70, 71, 72, 72, 73, 74, 75, 76, 76, 77, 78, 79, 80, 80, 81, 82, 83, 84, 84, 85,
+    86, 87, 88, 88, 89, 90, 91, 92, 92, 93, 94, 95, 96, 96, 97, 98, 99, 100, 100, 101, 102, 103, 104, 104,
+    105, 106, 107, 108, 108, 109, 110, 111, 112, 113, 113, 114, 115, 116, 117, 117, 118, 119, 120, 121, 122,
+    122, 123, 124, 125, 126, 127, 127, 128, 129, 130, 131, 132, 132, 133, 134, 135, 136, 137,
+];
+
+/// The count below which an honest host doing all it is drawn for falls
+/// with probability at most 10^-6, for an expectation `expected_raw` in units
+/// of 2^-32 (its counts are sums of independent draws, no more spread than
+/// a Poisson count of that mean; `E` is rounded down, which only lowers it).
+fn poisson_floor(expected_raw: u128) -> u128 {
+    let e = expected_raw >> 32;
+    match POISSON_FLOOR.get(e as usize) {
+        Some(&t) => u128::from(t),
+        None => e.saturating_sub(5 * e.isqrt() + 5),
+    }
+}
+
+/// Whether `done` reaches `share` of an expectation `expected_raw` (units of
+/// 2^-32 events) — or, where the expectation is too small to tell shirking
+/// from bad luck, the count an honest host reaches but with probability
+/// 10^-6: `done ≥ min(share · E, t(E))`. A host that does nothing fails as
+/// soon as `E ≥ 14`; one that does less than `share` of its part fails once
+/// `E` is about 90 or more.
 pub fn enough(done: u64, expected_raw: u128, share: Share) -> bool {
-    const ONE: u128 = 1 << 32;
     let wanted = share.of(expected_raw);
-    // √E in units of 2^-32: √(E_raw · 2^32).
-    let slack = 3 * expected_raw.saturating_mul(ONE).isqrt();
-    u128::from(done).saturating_mul(ONE) + slack >= wanted
+    let floor = poisson_floor(expected_raw) << 32;
+    u128::from(done) << 32 >= wanted.min(floor)
 }
 
 #[cfg(test)]
@@ -116,10 +141,33 @@ mod tests {
     fn enough_allows_poisson_noise_but_not_shirking() {
         let half = Share { num: 1, den: 2 };
         let e = |x: u64| u128::from(x) << 32;
-        assert!(enough(0, e(2), half), "two expected: zero is bad luck");
-        assert!(enough(20, e(100), half), "half of 100 less 30");
-        assert!(!enough(19, e(100), half));
+        assert!(enough(0, e(13), half), "thirteen expected: zero is bad luck (p = 2e-6)");
+        assert!(!enough(0, e(14), half), "fourteen expected: zero is shirking");
+        assert!(enough(50, e(100), half), "half of 100");
+        assert!(!enough(49, e(100), half));
         assert!(!enough(400, e(1000), half), "a host doing 40 % of 1000");
         assert!(enough(500, e(1000), half));
+    }
+
+    fn poisson_below(t: u64, e: f64) -> f64 {
+        let (mut sum, mut term) = (0.0, (-e).exp());
+        for k in 0..t {
+            sum += term;
+            term *= e / (k + 1) as f64;
+        }
+        sum
+    }
+
+    #[test]
+    fn the_poisson_floor_table_is_the_one_in_a_million_quantile() {
+        for (e, &t) in POISSON_FLOOR.iter().enumerate() {
+            let e = e as f64;
+            assert!(poisson_below(u64::from(t), e) <= 1e-6, "t({e}) = {t} is too high");
+            assert!(poisson_below(u64::from(t) + 1, e) > 1e-6, "t({e}) = {t} is too low");
+        }
+        for e in [201u64, 500, 10_000] {
+            let t = poisson_floor(u128::from(e) << 32) as u64;
+            assert!(poisson_below(t, e as f64) <= 1e-6, "beyond the table, t({e}) = {t} is too high");
+        }
     }
 }

@@ -25,7 +25,9 @@ type HostRow = (
 
 /// At the epoch's last block, before the weights rotate: the subsidy is
 /// minted and split by weight into the voting hosts' earnings; each host's
-/// earnings are released to its account if it (1) committed no fraud, (2)
+/// earnings are released to its account if it (1) committed no fraud (no
+/// equivocation, no Sprint batch rejected by the validators, mismatches and
+/// wrong verdicts within the allowance), (2)
 /// finished enough of the tasks its weight owed, (3) submitted enough of
 /// the checks its weight owed and judged enough of the Sprint's batches;
 /// otherwise they go to the reserve. Reputations move, the volume rolls,
@@ -39,6 +41,8 @@ pub fn close_epoch_rewards(
     mut volume: ResMut<Volume>,
     mut dummies: ResMut<DummyAccounts>,
     tasks: Query<&Task>,
+    batch_index: Res<crate::proofs::components::BatchIndex>,
+    batches: Query<&crate::proofs::components::BatchStatus>,
     mut hosts: Query<HostRow>,
 ) {
     if clock.offset + 1 != params.epoch_blocks {
@@ -74,9 +78,16 @@ pub fn close_epoch_rewards(
 
     for (entity, id, key, mut work, mut earnings, mut serves, duty, penalized, reputation) in &mut hosts {
         let weight = weight_of(id.0);
+        let batch = crate::proofs::components::BatchKey { epoch, host: id.0 };
+        let rejected_batch = batch_index
+            .0
+            .get(&batch)
+            .and_then(|&e| batches.get(e).ok())
+            .is_some_and(|s| *s == crate::proofs::components::BatchStatus::Rejected);
         let fraud = penalized.is_some_and(|p| p.epoch == epoch)
+            || rejected_batch
             || work.frauds > economy.false_positive_allowance
-            || work.wrong > economy.false_positive_allowance;
+            || work.inaccurate(economy.false_positive_allowance);
         // Tasks owed: for each model it serves, its share of the requests.
         let owed_tasks: u128 = (0..economy.models.len())
             .filter(|&m| serves.current >> m & 1 == 1 && serving_weight[m] > 0)

@@ -30,18 +30,30 @@ pub enum Role {
     ColludingValidator,
     /// Proposes two blocks per round and signs conflicting votes.
     EquivocatingProposer,
+    /// Returns inference outputs it never computed.
+    WrongOutputs,
+    /// Serves a smaller model than the one requested.
+    SmallerModel,
+    /// Returns wrong outputs, counting on the colluding validators to pass them.
+    ColludingExecutor,
+    /// Sends no validation report and checks no task.
+    SkipsValidation,
     /// Never online.
     Offline,
 }
 
 impl Role {
     /// Every adversarial role, in the order the simulator hands them out.
-    pub const ADVERSARIES: [Role; 7] = [
+    pub const ADVERSARIES: [Role; 11] = [
         Role::FabricatedProofs,
-        Role::InflatedCount,
-        Role::DuplicateNonces,
+        Role::WrongOutputs,
         Role::LazyValidator,
         Role::ColludingValidator,
+        Role::ColludingExecutor,
+        Role::SmallerModel,
+        Role::SkipsValidation,
+        Role::InflatedCount,
+        Role::DuplicateNonces,
         Role::EquivocatingProposer,
         Role::Offline,
     ];
@@ -56,6 +68,10 @@ impl Role {
             Role::LazyValidator => "lazy validator",
             Role::ColludingValidator => "colluding validator",
             Role::EquivocatingProposer => "equivocating proposer",
+            Role::WrongOutputs => "wrong outputs",
+            Role::SmallerModel => "smaller model",
+            Role::ColludingExecutor => "colluding executor",
+            Role::SkipsValidation => "skips validation",
             Role::Offline => "offline",
         }
     }

@@ -18,10 +18,11 @@ pub mod host;
 pub mod network;
 mod report;
 mod runner;
+pub mod users;
 
 pub use host::{Role, SimHost};
 pub use network::{NetworkConfig, Partition, SimRng};
-pub use report::{EpochRow, SimReport};
+pub use report::{EpochRow, SimReport, StrategyRow};
 pub use runner::run;
 
 use crate::params::ChainParams;
@@ -53,6 +54,14 @@ pub struct SimConfig {
     pub on_epoch: Option<fn(&EpochRow, f64)>,
     /// Each host's genesis weight (from a genesis file); `None` gives every host 10.
     pub genesis_weights: Option<Vec<u64>>,
+    /// Inference requests the users send per epoch.
+    pub requests_per_epoch: u64,
+    /// Users sending them, each funded at genesis.
+    pub users: usize,
+    /// Per thousand of their finished tasks a user reports.
+    pub report_permille: u32,
+    /// How inference outputs and checks behave.
+    pub inference: crate::agent::tasks::SimulatedInference,
 }
 
 /// The key material of simulated host `index` under `seed` (what a genesis
@@ -79,6 +88,10 @@ impl Default for SimConfig {
             partition_minority: true,
             on_epoch: None,
             genesis_weights: None,
+            requests_per_epoch: 120,
+            users: 16,
+            report_permille: 20,
+            inference: Default::default(),
         }
     }
 }

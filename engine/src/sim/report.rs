@@ -34,13 +34,23 @@ pub struct EpochRow {
     pub max_round: u32,
     /// Blocks in the epoch.
     pub blocks: u32,
+    /// Inference tasks finished.
+    pub tasks: u32,
+    /// Task checks submitted.
+    pub checks: u32,
+    /// Confirmed mismatches.
+    pub frauds: u32,
+    /// Honest hosts whose earnings were withheld (must stay 0).
+    pub honest_withheld: u32,
+    /// Adversaries whose earnings were withheld.
+    pub adversaries_withheld: u32,
 }
 
 impl EpochRow {
     /// One line for progress output.
     pub fn summary(&self) -> String {
         format!(
-            "epoch {}: {} blocks, beacon {}, weight honest {} / adversarial {}, batches good {}/{}/{} bad {}/{}/{}",
+            "epoch {}: {} blocks, beacon {}, weight honest {} / adversarial {}, batches good {}/{}/{} bad {}/{}/{}, tasks {} checks {} frauds {}, withheld honest {} adversarial {}",
             self.epoch,
             self.blocks,
             if self.beacon { "yes" } else { "no" },
@@ -51,8 +61,43 @@ impl EpochRow {
             self.good_undecided,
             self.bad_accepted,
             self.bad_rejected,
-            self.bad_refused
+            self.bad_refused,
+            self.tasks,
+            self.checks,
+            self.frauds,
+            self.honest_withheld,
+            self.adversaries_withheld
         )
+    }
+}
+
+/// One strategy's economics over a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StrategyRow {
+    /// The strategy.
+    pub role: &'static str,
+    /// Hosts playing it.
+    pub hosts: u32,
+    /// Host-epochs played.
+    pub host_epochs: u64,
+    /// Host-epochs whose earnings were withheld.
+    pub withheld_epochs: u64,
+    /// Hosts withheld at least once.
+    pub detected_hosts: u32,
+    /// Over the detected hosts: epochs from the first to the first withheld, inclusive.
+    pub epochs_to_detection: u64,
+    /// Earnings released to their accounts.
+    pub released: u128,
+    /// Earnings forfeited.
+    pub forfeited: u128,
+    /// Work done, in forward passes (Sprint nonces + tokens run or recomputed).
+    pub work: u128,
+}
+
+impl StrategyRow {
+    /// Released earnings per million forward passes of work.
+    pub fn pay_per_work(&self) -> f64 {
+        self.released as f64 * 1e6 / (self.work.max(1)) as f64
     }
 }
 
@@ -65,6 +110,14 @@ pub struct SimReport {
     pub adversaries: usize,
     /// One row per finished epoch.
     pub epochs: Vec<EpochRow>,
+    /// Each host's part.
+    pub roles: Vec<super::Role>,
+    /// One row per strategy played, honest first.
+    pub strategies: Vec<StrategyRow>,
+    /// Requests and reports the users sent.
+    pub requests: (u64, u64),
+    /// Every honest host-epoch whose earnings were withheld: epoch, host, why, what it did.
+    pub honest_withheld: Vec<(u64, u32, crate::rewards::Withheld, crate::rewards::EpochWork)>,
     /// Highest height every honest online host applied.
     pub height: u64,
     /// Heights at which two different blocks were final (must stay 0).
@@ -159,7 +212,64 @@ impl SimReport {
             "safety: conflicting final blocks {}, state-root mismatches {}, halted hosts {}; bad batches accepted {}, genuine batches rejected {}",
             self.conflicting_commits, self.root_mismatches, self.halted, bad_accepted, good_rejected
         );
+        self.render_economy(&mut s);
         let _ = writeln!(s, "run digest {}", hex::encode(self.digest));
         s
+    }
+}
+
+impl SimReport {
+    /// Checks per finished task over the run.
+    pub fn validation_overhead(&self) -> f64 {
+        let tasks: u64 = self.epochs.iter().map(|e| u64::from(e.tasks)).sum();
+        let checks: u64 = self.epochs.iter().map(|e| u64::from(e.checks)).sum();
+        checks as f64 / tasks.max(1) as f64
+    }
+
+    fn render_economy(&self, s: &mut String) {
+        if self.strategies.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "tasks: {} requests and {} reports sent by users; {} finished, {} checks ({:.3} per task), {} confirmed frauds",
+            self.requests.0,
+            self.requests.1,
+            self.epochs.iter().map(|e| e.tasks).sum::<u32>(),
+            self.epochs.iter().map(|e| e.checks).sum::<u32>(),
+            self.validation_overhead(),
+            self.epochs.iter().map(|e| e.frauds).sum::<u32>(),
+        );
+        for (epoch, host, why, work) in &self.honest_withheld {
+            let _ = writeln!(s, "honest host {host} withheld in epoch {epoch}: {} ({work:?})", why.name());
+        }
+        let honest =
+            self.strategies.iter().find(|r| r.role == "honest").map_or(0.0, StrategyRow::pay_per_work);
+        let _ = writeln!(
+            s,
+            "strategy              | hosts | withheld epochs | detected | epochs to detection | released     | forfeited    | pay per Mwork | vs honest"
+        );
+        for r in &self.strategies {
+            let to_detection = if r.detected_hosts == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.1}", r.epochs_to_detection as f64 / f64::from(r.detected_hosts))
+            };
+            let _ = writeln!(
+                s,
+                "{:<21} | {:>5} | {:>7}/{:<7} | {:>4}/{:<3} | {:>19} | {:>12} | {:>12} | {:>13.1} | {:>8.3}",
+                r.role,
+                r.hosts,
+                r.withheld_epochs,
+                r.host_epochs,
+                r.detected_hosts,
+                r.hosts,
+                to_detection,
+                r.released,
+                r.forfeited,
+                r.pay_per_work(),
+                if honest > 0.0 { r.pay_per_work() / honest } else { 0.0 },
+            );
+        }
     }
 }

@@ -8,7 +8,8 @@ use gonka_kernels::encoding::{Hash32, tagged_hash};
 
 use super::host::{Mempool, Role, SimHost};
 use super::network::{EventQueue, Network, Partition, SimRng};
-use super::report::{EpochRow, SimReport};
+use super::report::{EpochRow, SimReport, StrategyRow};
+use super::users::Users;
 use super::{SimConfig, SimError};
 use crate::agent::{Agent, Behavior, ModelCache};
 use crate::chain::types::{Block, FinalBlock, SignedTransaction, Transaction};
@@ -24,6 +25,9 @@ const GENESIS_WEIGHT: u64 = 10;
 
 /// Most final blocks one sync message carries.
 const SYNC_BATCH: u64 = 64;
+
+/// The reserve at genesis: pays dummy requests and bounties.
+const SIM_RESERVE: u128 = 1 << 50;
 
 /// About how many times each vote is relayed (see `World::relay`).
 const RELAY_PEERS: u64 = 50;
@@ -93,6 +97,9 @@ struct World {
     target_height: u64,
     rounds: BTreeMap<u64, u32>,
     started: Instant,
+    users: Users,
+    /// Each host's first epoch with its earnings withheld.
+    first_withheld: Vec<Option<u64>>,
 }
 
 /// Runs the simulation to its end and reports.
@@ -136,12 +143,13 @@ fn setup(config: SimConfig) -> Result<World, SimError> {
         }
         None => vec![GENESIS_WEIGHT; config.hosts],
     };
+    let users = Users::new(config.seed, config.users, config.requests_per_epoch, config.report_permille);
     let genesis = Genesis {
         params: config.params.clone(),
         seed: tagged_hash("gonka/sim-genesis", &[&config.seed.to_le_bytes()]),
         hosts: keys.iter().zip(&weights).map(|(k, &w)| GenesisHost::new(&HostKey::from_ikm(k), w)).collect(),
-        accounts: Vec::new(),
-        reserve: 0,
+        accounts: users.accounts(),
+        reserve: SIM_RESERVE,
     };
     let cache = SigCache::default();
     let coalition: Vec<u32> =
@@ -163,6 +171,11 @@ fn setup(config: SimConfig) -> Result<World, SimError> {
             Role::DuplicateNonces => behavior.duplicate_nonces = true,
             Role::LazyValidator => behavior.lazy_validator = true,
             Role::ColludingValidator => behavior.colluders = Some(coalition.clone()),
+            Role::WrongOutputs | Role::ColludingExecutor => {
+                behavior.task_cheat = Some(crate::agent::tasks::TaskCheat::WrongOutputs)
+            }
+            Role::SmallerModel => behavior.task_cheat = Some(crate::agent::tasks::TaskCheat::SmallerModel),
+            Role::SkipsValidation => behavior.skip_validation = true,
             _ => {}
         }
         let entropy = tagged_hash("gonka/sim-entropy", &[ikm]);
@@ -171,7 +184,8 @@ fn setup(config: SimConfig) -> Result<World, SimError> {
             role: roles[i],
             chain: Chain::from_genesis(&genesis, cache.clone())?,
             consensus: Consensus::new(Some(HostKey::from_ikm(ikm)), timeouts, cache.clone()),
-            agent: Agent::new(HostKey::from_ikm(ikm), entropy, behavior, config.threads),
+            agent: Agent::new(HostKey::from_ikm(ikm), entropy, behavior, config.threads)
+                .with_runner(Arc::new(config.inference)),
             mempool: Mempool::default(),
             halted: None,
         });
@@ -186,10 +200,19 @@ fn setup(config: SimConfig) -> Result<World, SimError> {
     }
     let target_height = config.epochs * p.epoch_blocks - 1;
     let target_height = config.max_blocks.map_or(target_height, |m| target_height.min(m.saturating_sub(1)));
+    let mut strategies: Vec<StrategyRow> = Vec::new();
+    for role in std::iter::once(Role::Honest).chain(Role::ADVERSARIES) {
+        let hosts = roles.iter().filter(|&&r| r == role).count() as u32;
+        if hosts > 0 {
+            strategies.push(StrategyRow { role: role.name(), hosts, ..StrategyRow::default() });
+        }
+    }
     let report = SimReport {
         hosts: config.hosts,
         adversaries,
         block_interval_ms: p.block_interval_ms,
+        roles: roles.clone(),
+        strategies,
         ..SimReport::default()
     };
     let relay_rng = SimRng::new(config.seed, "relay");
@@ -210,6 +233,8 @@ fn setup(config: SimConfig) -> Result<World, SimError> {
         target_height,
         rounds: BTreeMap::new(),
         started: Instant::now(),
+        first_withheld: vec![None; roles.len()],
+        users,
     })
 }
 
@@ -566,7 +591,12 @@ impl World {
         );
         let h = &mut self.hosts[host];
         h.mempool.remove_included(&ids);
-        let txs = h.agent.on_block(&mut h.chain, &self.models);
+        let mut txs = h.agent.on_block(&mut h.chain, &self.models);
+        if host == self.reference() {
+            // The users reach the network through this host.
+            txs.extend(self.users.act(&mut self.hosts[host].chain));
+            self.report.requests = self.users.sent;
+        }
         for tx in txs {
             self.gossip(host, Arc::new(tx));
         }
@@ -585,7 +615,7 @@ impl World {
 
     /// At an epoch's last block: its row of the table, from the reference replica.
     fn observe_epoch(&mut self, height: u64, beacon: bool) {
-        let p = &self.config.params;
+        let p = self.config.params.clone();
         if !(height + 1).is_multiple_of(p.epoch_blocks) {
             return;
         }
@@ -619,6 +649,7 @@ impl World {
                 row.penalized += 1;
             }
         }
+        self.observe_economy(epoch, beacon, &mut row);
         let start = p.epoch_start(epoch);
         let rounds: Vec<u32> = self.rounds.range(start..=height).map(|(_, &r)| r).collect();
         row.blocks = rounds.len() as u32;
@@ -628,6 +659,62 @@ impl World {
             f(&row, self.started.elapsed().as_secs_f64());
         }
         self.report.epochs.push(row);
+    }
+
+    /// The epoch's payouts by strategy, read from the reference replica
+    /// right after the epoch's close.
+    fn observe_economy(&mut self, epoch: u64, sprint: bool, row: &mut EpochRow) {
+        let reference = self.reference();
+        let world = self.hosts[reference].chain.world_mut_for_queries();
+        let mut q = world.query::<(&HostId, &crate::rewards::Payout)>();
+        let mut payouts: Vec<(u32, crate::rewards::Payout)> =
+            q.iter(world).filter(|(_, p)| p.epoch == epoch).map(|(i, p)| (i.0, *p)).collect();
+        payouts.sort_unstable_by_key(|p| p.0);
+        let finished: u64 = payouts.iter().map(|(_, p)| u64::from(p.work.finished)).sum();
+        let tokens: u64 = payouts.iter().map(|(_, p)| p.work.tokens).sum();
+        let mean_tokens = tokens as f64 / finished.max(1) as f64;
+        for (id, p) in &payouts {
+            let Some(host) = self.hosts.get(*id as usize) else { continue };
+            let role = host.role;
+            row.tasks += p.work.finished;
+            row.checks += p.work.checks;
+            row.frauds += p.work.frauds;
+            if let Some(why) = p.withheld {
+                if role == Role::Honest {
+                    row.honest_withheld += 1;
+                    self.report.honest_withheld.push((epoch, *id, why, p.work));
+                } else {
+                    row.adversaries_withheld += 1;
+                }
+            }
+            let b = host.agent.behavior();
+            let nonces = if sprint && !b.fabricate_proofs { b.nonces_per_sprint } else { 0 };
+            let run = match b.task_cheat {
+                None => p.work.tokens as f64,
+                Some(crate::agent::tasks::TaskCheat::SmallerModel) => p.work.tokens as f64 / 4.0,
+                Some(crate::agent::tasks::TaskCheat::WrongOutputs) => 0.0,
+            };
+            let checked = if b.lazy_validator { 0.0 } else { f64::from(p.work.checks) * mean_tokens };
+            let work = u128::from(nonces) + (run + checked) as u128;
+            let first = &mut self.first_withheld[*id as usize];
+            if p.withheld.is_some() && first.is_none() {
+                *first = Some(epoch);
+            }
+            let Some(s) = self.report.strategies.iter_mut().find(|s| s.role == role.name()) else { continue };
+            s.host_epochs += 1;
+            s.work += work;
+            match p.withheld {
+                None => s.released += p.earned,
+                Some(_) => {
+                    s.withheld_epochs += 1;
+                    s.forfeited += p.earned;
+                    if *first == Some(epoch) {
+                        s.detected_hosts += 1;
+                        s.epochs_to_detection += epoch + 1;
+                    }
+                }
+            }
+        }
     }
 
     fn finish(&mut self, wall: std::time::Duration) {

@@ -126,3 +126,15 @@ pub struct Serves {
 /// reserve at the epoch boundary once their tasks are settled.
 #[derive(Resource, Clone, Debug, Default, PartialEq, Eq)]
 pub struct DummyAccounts(pub BTreeSet<PublicKeyBytes>);
+
+/// This epoch's dummy requests, fixed at its first block: the seed of their
+/// heights, accounts and prompts, and how many there are.
+#[derive(Resource, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DummyPlan {
+    /// The epoch.
+    pub epoch: u64,
+    /// `H("gonka/dummy", beacon at the epoch's start, epoch)`.
+    pub seed: Hash32,
+    /// Dummy requests this epoch: the shortfall of the last epoch's user requests.
+    pub due: u64,
+}

@@ -4,6 +4,7 @@ use bevy_ecs::prelude::*;
 use gonka_kernels::encoding::{Hash32, tagged_hash};
 
 use super::components::*;
+use super::messages::task_id;
 use super::routing::{Candidate, route};
 use crate::chain::input::{BlockInput, TxError};
 use crate::chain::types::Transaction;
@@ -116,6 +117,7 @@ fn unreachable_nonce() -> TxError {
 pub fn declare_models(
     mut input: ResMut<BlockInput>,
     params: Res<ChainParams>,
+    mut ledger: ResMut<Ledger>,
     registry: Res<HostRegistry>,
     mut serves: Query<&mut Serves>,
 ) {
@@ -123,13 +125,14 @@ pub fn declare_models(
     let n = params.economy.models.len() as u32;
     let pending: Vec<_> = input
         .pending(|tx| match tx {
-            Transaction::ServeModels { models } => Some(*models),
+            Transaction::ServeModels { models, nonce } => Some((*models, *nonce)),
             _ => None,
         })
-        .map(|(i, _, m)| (i, m))
+        .map(|(i, sender, m)| (i, *sender, m))
         .collect();
-    for (i, models) in pending {
+    for (i, sender, (models, nonce)) in pending {
         let outcome = input.registered_sender(i).and_then(|host| {
+            check_nonce(&ledger, &sender, nonce, what)?;
             if n < 64 && models >> n != 0 {
                 return Err(TxError::Invalid { what, why: format!("model bits beyond the {n} models") });
             }
@@ -137,6 +140,7 @@ pub fn declare_models(
                 .entity(host)
                 .and_then(|e| serves.get_mut(e).ok())
                 .ok_or(TxError::NotAllowed { what, host, why: "no host record" })?;
+            ledger.use_nonce(&sender, nonce).map_err(|_| unreachable_nonce())?;
             s.next = models;
             Ok(())
         });
@@ -159,6 +163,7 @@ pub fn open_requests(
     mut volume: ResMut<Volume>,
     mut index: ResMut<TaskIndex>,
     mut dummies: ResMut<DummyAccounts>,
+    mut plan: ResMut<DummyPlan>,
     mut hosts: HostBooks,
 ) {
     let what = "inference request";
@@ -209,17 +214,25 @@ pub fn open_requests(
         })();
         input.record(i, outcome);
     }
-    // Dummy requests: when the last epoch's real volume fell short, the
+    // Dummy requests: when the last epoch's user requests fell short, the
     // difference is spread over this epoch's first half at heights drawn
-    // from the beacon, each from a fresh account funded by the reserve.
+    // from the beacon at the epoch's start, each from a fresh account
+    // funded by the reserve.
     let span = (params.epoch_blocks / 2).max(1);
-    let due = economy.dummy_requests.saturating_sub(volume.real_previous).min(span * 4);
-    if due == 0 || clock.offset == 0 || clock.offset > span {
+    if clock.offset == 0 {
+        *plan = DummyPlan {
+            epoch: clock.epoch,
+            seed: tagged_hash("gonka/dummy", &[&beacon.previous, &clock.epoch.to_le_bytes()]),
+            due: economy.dummy_requests.saturating_sub(volume.real_previous).min(span * 4),
+        };
         return;
     }
-    let seed = tagged_hash("gonka/dummy", &[&beacon.previous, &clock.epoch.to_le_bytes()]);
+    if plan.epoch != clock.epoch || plan.due == 0 || clock.offset > span {
+        return;
+    }
+    let seed = plan.seed;
     let mut draws = DrawStream::new(&seed, "schedule");
-    for k in 0..due {
+    for k in 0..plan.due {
         if 1 + draws.below(u128::from(span)) as u64 != clock.offset {
             continue;
         }
@@ -227,16 +240,17 @@ pub fn open_requests(
             (DrawStream::new(&seed, &format!("model {k}")).below(economy.models.len() as u128)) as u32;
         let price = economy.models[model as usize].price_per_token;
         let max_cost = price.saturating_mul(u128::from(economy.dummy_max_tokens)).max(1);
-        let id = tagged_hash("gonka/dummy-task", &[&seed, &k.to_le_bytes()]);
+        // A fresh account's first request: its id is the one a user's first request has.
+        let payer = dummy_account(&seed, k);
+        let id = task_id(&payer, 0);
         let Some((executor, intermediary)) = route(&beacon.previous, &id, model, &roster) else { continue };
         if ledger.reserve < max_cost {
-            break;
+            continue;
         }
-        let payer = dummy_account(&seed, k);
         ledger.reserve -= max_cost;
         ledger.credit(&payer, max_cost);
-        if ledger.hold(&payer, max_cost).is_err() {
-            unreachable!("credited just above");
+        if ledger.hold(&payer, max_cost).is_err() || ledger.use_nonce(&payer, 0).is_err() {
+            unreachable!("a fresh account credited just above");
         }
         dummies.0.insert(payer);
         let task = Task {
@@ -387,7 +401,7 @@ pub fn record_task_checks(
                 return Err(TxError::Invalid { what, why: "the task is not open to checks".into() });
             };
             if height > f.checks_until {
-                let (from, to) = (f.height + 1, f.checks_until);
+                let (from, to) = (f.height, f.checks_until);
                 return Err(TxError::OutsideWindow { what, height, from, to });
             }
             if host == task.executor {
@@ -577,8 +591,9 @@ pub fn record_dispute_votes(
             commands.entity(entity).despawn();
         } else {
             clear(&registry, &mut ledger, &mut hosts, &mut task, &d);
+            // Re-verified by the majority: it settles now, and no second dispute can open.
             task.status = TaskStatus::Finished(f);
-            index.settle.insert((f.checks_until.max(height), id));
+            index.settle.insert((height, id));
         }
     }
 }
@@ -608,26 +623,25 @@ fn convict(
         }
         ledger.reserve += pot - each * catchers.len() as u128;
     }
-    for c in task.checks.iter().filter(|c| c.pass) {
-        work(registry, hosts, c.validator, |w| w.wrong += 1);
-    }
-    for (&voter, &fraud) in &d.votes {
-        if !fraud {
-            work(registry, hosts, voter, |w| w.wrong += 1);
-        }
+    let verdicts =
+        task.checks.iter().map(|c| (c.validator, !c.pass)).chain(d.votes.iter().map(|(&v, &f)| (v, f)));
+    for (host, called_fraud) in verdicts {
+        work(registry, hosts, host, |w| {
+            w.judged_frauds += 1;
+            w.missed += u32::from(!called_fraud);
+        });
     }
 }
 
-/// A dispute without a confirmed mismatch: the failed checks and the fraud
-/// votes were wrong; a user's report fee pays the hosts that re-verified.
+/// A dispute without a confirmed mismatch: the fraud votes were false
+/// alarms (the checks are judged when the task settles, which is now); a
+/// user's report fee pays the hosts that re-verified.
 fn clear(registry: &HostRegistry, ledger: &mut Ledger, hosts: &mut HostBooks, task: &mut Task, d: &Dispute) {
-    for c in task.checks.iter().filter(|c| !c.pass) {
-        work(registry, hosts, c.validator, |w| w.wrong += 1);
-    }
     for (&voter, &fraud) in &d.votes {
-        if fraud {
-            work(registry, hosts, voter, |w| w.wrong += 1);
-        }
+        work(registry, hosts, voter, |w| {
+            w.judged_honest += 1;
+            w.alarms += u32::from(fraud);
+        });
     }
     if d.report_fee > 0 {
         task.escrow -= d.report_fee;
@@ -667,6 +681,12 @@ pub fn settle_tasks(
         let training = params.economy.training_fund.of(f.cost);
         ledger.training_fund += training;
         let rest = f.cost - training;
+        for c in &task.checks {
+            work(&registry, &mut hosts, c.validator, |w| {
+                w.judged_honest += 1;
+                w.alarms += u32::from(!c.pass);
+            });
+        }
         let passers: Vec<u32> = task.checks.iter().filter(|c| c.pass).map(|c| c.validator).collect();
         let each = rest / (1 + passers.len() as u128);
         for &v in &passers {

@@ -32,10 +32,11 @@ fn the_same_seed_gives_the_same_run() {
     assert_ne!(a.digest, c.digest, "another seed must give another run");
 }
 
-/// The acceptance run: 50 hosts, 20 % adversarial (fabricated proofs,
-/// inflated counts, duplicate nonces, lazy and colluding validators, an
-/// equivocating proposer, an offline host), an honest minority partitioned
-/// for part of the run, 10 epochs.
+/// The acceptance run: 50 hosts, 20 % adversarial (fabricated proofs, wrong
+/// outputs, lazy and colluding validators, a colluding executor, a smaller
+/// model, skipped validation, inflated counts, duplicate nonces, an
+/// equivocating proposer), users sending inference requests, an honest
+/// minority partitioned for part of the run, 10 epochs.
 #[test]
 fn fifty_hosts_a_fifth_adversarial_ten_epochs() {
     println!("simulation seed 0");
@@ -45,11 +46,22 @@ fn fifty_hosts_a_fifth_adversarial_ten_epochs() {
     println!("{}", r.render());
     assert_eq!(r.epochs.len(), 10, "all epochs finished");
     assert_safe(&r);
-    // 10 adversaries cycle through 7 roles: 2 fabricate, 2 inflate, 2 duplicate.
+    let bad = r.roles.iter().filter(|role| role.submits_bad_batch()).count() as u32;
     for e in r.epochs.iter().filter(|e| e.beacon) {
-        assert_eq!(e.bad_rejected + e.bad_refused, 6, "epoch {}: every bad batch stopped", e.epoch);
+        assert_eq!(e.bad_rejected + e.bad_refused, bad, "epoch {}: every bad batch stopped", e.epoch);
         assert_eq!(e.good_undecided, 0, "epoch {}: every honest batch decided", e.epoch);
     }
+    assert!(r.honest_withheld.is_empty(), "honest hosts lost earnings: {:?}", r.honest_withheld);
+    let honest = r.strategies.iter().find(|s| s.role == "honest").expect("honest hosts").pay_per_work();
+    for s in r.strategies.iter().filter(|s| s.role != "honest" && s.work > 0) {
+        assert!(
+            s.pay_per_work() < honest,
+            "{} earns more per unit of work than honesty:\n{}",
+            s.role,
+            r.render()
+        );
+    }
+    assert!(r.validation_overhead() > 0.0, "tasks were checked:\n{}", r.render());
     assert!(r.epochs.iter().filter(|e| e.beacon).count() >= 9, "the beacon works:\n{}", r.render());
     assert!(r.epochs.iter().any(|e| e.penalized > 0), "the equivocator is caught");
 }
