@@ -127,11 +127,8 @@ impl Agent {
         let total = u64::try_from(voting.total_weight()).unwrap_or(u64::MAX);
         let world = chain.world_mut_for_queries();
         let mut q = world.query::<&Task>();
-        let mut tasks: Vec<Task> = q
-            .iter(world)
-            .filter(|t| t.executor == me || t.executor != me && my_weight > 0)
-            .cloned()
-            .collect();
+        let mut tasks: Vec<Task> =
+            q.iter(world).filter(|t| t.executor == me || my_weight > 0).cloned().collect();
         tasks.sort_unstable_by_key(|t| t.id);
         let open: BTreeSet<Hash32> = tasks.iter().map(|t| t.id).collect();
         let memory = &mut self.tasks;
@@ -169,11 +166,11 @@ impl Agent {
                         bodies.push(Transaction::TaskCheck(TaskCheck { task: task.id, selection, pass }));
                     }
                 }
-                TaskStatus::Disputed(f, d) if task.executor != me && next <= d.until => {
-                    if self.tasks.voted.insert(task.id) {
-                        let fraud = !self.verdict(task, f);
-                        bodies.push(Transaction::DisputeVote(DisputeVote { task: task.id, fraud }));
-                    }
+                TaskStatus::Disputed(f, d)
+                    if task.executor != me && next <= d.until && self.tasks.voted.insert(task.id) =>
+                {
+                    let fraud = !self.verdict(task, f);
+                    bodies.push(Transaction::DisputeVote(DisputeVote { task: task.id, fraud }));
                 }
                 _ => {}
             }

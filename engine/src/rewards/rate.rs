@@ -39,7 +39,7 @@ pub fn check_rate(p_min: Probability, reputation: u32, full: u32) -> Probability
 /// decrement up so the subsidy reaches zero and `Σ S_e ≤ S_0 / decay`.
 pub fn decay(subsidy: Amount, rate: Share) -> Amount {
     let (num, den) = (u128::from(rate.num), u128::from(rate.den));
-    let round_up = u128::from((subsidy % den) * num % den != 0);
+    let round_up = u128::from(!((subsidy % den) * num).is_multiple_of(den));
     subsidy - (rate.of(subsidy) + round_up).min(subsidy)
 }
 

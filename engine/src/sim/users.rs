@@ -133,7 +133,7 @@ impl Users {
             let full = models[model as usize].price_per_token * u128::from(max_tokens);
             // One request in ten budgets half: some of those stop at their limit.
             let max_cost = if self.rng.range(0, 9) == 0 { full / 2 } else { full };
-            let prompt = tagged_hash("gonka/sim-prompt", &[&key.public_key(), &nonce.to_le_bytes()]);
+            let prompt = crate::tasks::prompt_commitment(&format!("user {u} request {nonce}"));
             let body = Transaction::InferenceRequest(InferenceRequest {
                 nonce,
                 model,

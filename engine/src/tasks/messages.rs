@@ -13,7 +13,7 @@ pub struct InferenceRequest {
     pub nonce: u64,
     /// Index of the model in the chain's model list.
     pub model: u32,
-    /// Commitment to the prompt, which travels off chain through the intermediary.
+    /// [`prompt_commitment`] of the prompt, which travels off chain through the intermediary.
     pub prompt: Hash32,
     /// Most tokens (prompt and completion) the payer pays for.
     pub max_tokens: u32,
@@ -31,6 +31,11 @@ impl InferenceRequest {
 /// The id of the task `payer` requested with `nonce`.
 pub fn task_id(payer: &PublicKeyBytes, nonce: u64) -> Hash32 {
     tagged_hash("gonka/task", &[payer, &nonce.to_le_bytes()])
+}
+
+/// The commitment a request carries for its prompt text.
+pub fn prompt_commitment(prompt: &str) -> Hash32 {
+    tagged_hash("gonka/prompt", &[prompt.as_bytes()])
 }
 
 /// The executor's result; the sender must be the task's executor.

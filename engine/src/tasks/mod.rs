@@ -16,6 +16,7 @@
 //! ```
 
 pub mod components;
+pub mod dummy;
 pub mod messages;
 pub mod plugin;
 pub mod routing;

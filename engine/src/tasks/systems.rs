@@ -257,7 +257,7 @@ pub fn open_requests(
             id,
             payer,
             model,
-            prompt: tagged_hash("gonka/dummy-prompt", &[&seed, &k.to_le_bytes()]),
+            prompt: super::messages::prompt_commitment(&super::dummy::dummy_prompt(&seed, k)),
             max_tokens: economy.dummy_max_tokens,
             max_cost,
             escrow: max_cost,
