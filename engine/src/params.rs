@@ -118,8 +118,10 @@ pub struct EconomyParams {
     pub full_check_requests: u64,
     /// The floor of `p_min`, reached at `full_check_requests / floor` requests per epoch.
     pub min_check_rate: Share,
-    /// Verdicts against the final outcome (or confirmed mismatches as an
-    /// executor) a host may have per epoch before it counts as a fraud.
+    /// Checks and dispute votes against the final outcome (false alarms, or
+    /// missed frauds) a host may have per epoch before its verdicts can count
+    /// as inaccurate. A confirmed mismatch of its own output has no allowance:
+    /// more than half of the weight re-verified it.
     pub false_positive_allowance: u32,
     /// Share of its expected tasks a host must finish to be paid.
     pub min_work: Share,

@@ -206,8 +206,8 @@ pub struct Volume {
 /// Why a host's earnings of an epoch were withheld.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Withheld {
-    /// Equivocation, a rejected Sprint batch, confirmed mismatches beyond the
-    /// allowance, or inaccurate verdicts ([`EpochWork::inaccurate`]).
+    /// Equivocation, a rejected Sprint batch, a confirmed mismatch, or
+    /// inaccurate verdicts ([`EpochWork::inaccurate`]).
     Fraud,
     /// Finished too few of the tasks its weight share owed.
     TooLittleWork,

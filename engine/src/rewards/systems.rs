@@ -86,7 +86,7 @@ pub fn close_epoch_rewards(
             .is_some_and(|s| *s == crate::proofs::components::BatchStatus::Rejected);
         let fraud = penalized.is_some_and(|p| p.epoch == epoch)
             || rejected_batch
-            || work.frauds > economy.false_positive_allowance
+            || work.frauds > 0
             || work.inaccurate(economy.false_positive_allowance);
         // Tasks owed: for each model it serves, its share of the requests.
         let owed_tasks: u128 = (0..economy.models.len())

@@ -547,7 +547,7 @@ pub fn record_dispute_votes(
                 return Err(TxError::Invalid { what, why: "the task is not disputed".into() });
             };
             if height > d.until || d.fraud * 2 > d.eligible || d.clear * 2 > d.eligible {
-                return Err(TxError::OutsideWindow { what, height, from: d.opened + 1, to: d.until });
+                return Err(TxError::OutsideWindow { what, height, from: d.opened, to: d.until });
             }
             if host == executor {
                 return Err(TxError::NotAllowed { what, host, why: "the executor cannot judge itself" });
