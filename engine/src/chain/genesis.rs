@@ -85,6 +85,18 @@ impl Genesis {
                 .checked_add(a.balance)
                 .ok_or_else(|| ChainError::Genesis("supply overflows".into()))?;
         }
+        // Room for every base unit the subsidy will ever mint (Σ S_e ≤ S_0 / decay).
+        let e = &self.params.economy;
+        let emission = (e.subsidy_decay.num > 0)
+            .then(|| e.epoch_subsidy.checked_mul(u128::from(e.subsidy_decay.den)))
+            .flatten()
+            .map(|x| x / u128::from(e.subsidy_decay.num));
+        if emission.and_then(|m| supply.checked_add(m)).is_none_or(|total| total > u128::MAX / 2) {
+            return Err(ChainError::Genesis(
+                "genesis supply plus the whole future subsidy must stay below 2^127 (and the subsidy must decay)"
+                    .into(),
+            ));
+        }
         if self.hosts.iter().all(|h| h.weight == 0) {
             return Err(ChainError::Genesis("no host has weight".into()));
         }

@@ -397,8 +397,13 @@ pub fn record_task_checks(
             })?;
             let mut task =
                 tasks.get_mut(entity).map_err(|_| TxError::Invalid { what, why: "no task".into() })?;
-            let TaskStatus::Finished(f) = task.status.clone() else {
-                return Err(TxError::Invalid { what, why: "the task is not open to checks".into() });
+            // A check still counts while a dispute runs: it is judged with the outcome.
+            let (f, disputed) = match &task.status {
+                TaskStatus::Finished(f) => (*f, false),
+                TaskStatus::Disputed(f, _) => (*f, true),
+                TaskStatus::Requested => {
+                    return Err(TxError::Invalid { what, why: "the task is not finished".into() });
+                }
             };
             if height > f.checks_until {
                 let (from, to) = (f.height, f.checks_until);
@@ -427,7 +432,7 @@ pub fn record_task_checks(
             }
             task.checks.insert(at, Check { validator: host, pass: c.pass });
             work(&registry, &mut hosts, host, |w| w.checks += 1);
-            if !c.pass {
+            if !c.pass && !disputed {
                 let eligible = voting.total_weight() - u128::from(weight_of(task.executor));
                 open_dispute(&mut index, &mut task, f, height, params.economy.dispute_blocks, eligible, 0);
             }
@@ -673,9 +678,10 @@ pub fn settle_tasks(
     let due: Vec<(u64, Hash32)> = index.settle.range(..=(height, [0xff; 32])).copied().collect();
     for key in due {
         index.settle.remove(&key);
-        let Some(entity) = index.by_id.remove(&key.1) else { continue };
+        let Some(&entity) = index.by_id.get(&key.1) else { continue };
         let Ok(task) = tasks.get(entity) else { continue };
         let TaskStatus::Finished(f) = &task.status else { continue };
+        index.by_id.remove(&key.1);
         ledger.escrow -= task.escrow;
         ledger.credit(&task.payer, task.escrow - f.cost);
         let training = params.economy.training_fund.of(f.cost);

@@ -4,6 +4,7 @@ mod chain;
 mod crypto_beacon;
 mod crypto_selection;
 mod crypto_votes;
+mod economy;
 mod proof_files;
 mod sim;
 
