@@ -67,7 +67,11 @@ fn check_window(sprint: &Sprint, height: u64, epoch: u64, what: &'static str) ->
 }
 
 /// Accepts each committed host's batch when it matches its commitment and
-/// passes every check that needs no model (the validators recompute the rest).
+/// passes every check that needs no model (the validators recompute the
+/// rest). A batch that is the committed one — same root, the host's own
+/// signature — but breaks a rule (another proof count than committed,
+/// repeated or unordered nonces) is signed evidence of a false claim: the
+/// transaction lands and the batch is `Rejected`, which counts as fraud.
 pub fn record_proof_batches(
     mut input: ResMut<BlockInput>,
     sprint: Res<Sprint>,
@@ -95,13 +99,25 @@ pub fn record_proof_batches(
             if *status != BatchStatus::Committed {
                 return Err(TxError::Duplicate { what, host });
             }
-            check_contents(batch, &tx[i].sender, commitment, &sprint, &params, &verifier.0)?;
-            *status = BatchStatus::Submitted;
-            commands.entity(entity).insert(BatchContents(Arc::new(batch.clone())));
+            match check_contents(batch, &tx[i].sender, commitment, &sprint, &params, &verifier.0)? {
+                Authentic::Valid => {
+                    *status = BatchStatus::Submitted;
+                    commands.entity(entity).insert(BatchContents(Arc::new(batch.clone())));
+                }
+                Authentic::ContradictsItsClaim => *status = BatchStatus::Rejected,
+            }
             Ok(())
         });
         input.record(i, outcome);
     }
+}
+
+/// What an authentic batch (the committed root, the host's signature) turned out to be.
+enum Authentic {
+    /// It passes every integer check.
+    Valid,
+    /// It breaks a rule its commitment claimed it keeps.
+    ContradictsItsClaim,
 }
 
 /// Integer-only checks of a batch against its commitment and the Sprint.
@@ -112,7 +128,7 @@ fn check_contents(
     sprint: &Sprint,
     params: &ChainParams,
     verifier: &crate::crypto::cache::SigCache,
-) -> Result<(), TxError> {
+) -> Result<Authentic, TxError> {
     let what = "proof batch";
     let invalid = |why: String| Err(TxError::Invalid { what, why });
     if &batch.pubkey != sender {
@@ -124,17 +140,14 @@ fn check_contents(
     if batch.shape != params.pow_shape || batch.difficulty != params.pow_difficulty {
         return invalid(format!("model or difficulty differ from the chain's ({})", params.pow_difficulty));
     }
-    if batch.proofs.len() as u64 != commitment.proofs {
-        return invalid(format!("{} proofs, {} committed", batch.proofs.len(), commitment.proofs));
-    }
-    if let Some(k) = batch.proofs.windows(2).position(|w| w[1].nonce <= w[0].nonce) {
-        return invalid(format!("nonces not strictly ascending at index {}", k + 1));
-    }
     let root = batch.commitment();
     if root != commitment.commitment {
         return invalid("contents do not match the commitment".into());
     }
     verifier
         .verify(Domain::ProofBatch, sender, &root, &batch.signature)
-        .map_err(|e| TxError::Invalid { what, why: e.to_string() })
+        .map_err(|e| TxError::Invalid { what, why: e.to_string() })?;
+    let miscounted = batch.proofs.len() as u64 != commitment.proofs;
+    let unordered = batch.proofs.windows(2).any(|w| w[1].nonce <= w[0].nonce);
+    Ok(if miscounted || unordered { Authentic::ContradictsItsClaim } else { Authentic::Valid })
 }

@@ -148,10 +148,13 @@ fn fabricated_inflated_and_duplicated_batches_earn_nothing() {
     let status: Vec<(u32, BatchStatus)> = net.batches(0).into_iter().map(|b| (b.0, b.1)).collect();
     assert!(status.contains(&(1, BatchStatus::Rejected)), "validators reject fabricated proofs: {status:?}");
     assert!(
-        status.contains(&(2, BatchStatus::Missing)),
-        "an inflated count never matches its batch: {status:?}"
+        status.contains(&(2, BatchStatus::Rejected)),
+        "a batch with fewer proofs than committed contradicts its claim: {status:?}"
     );
-    assert!(status.contains(&(3, BatchStatus::Missing)), "duplicate nonces are refused: {status:?}");
+    assert!(
+        status.contains(&(3, BatchStatus::Rejected)),
+        "duplicate nonces contradict the claim: {status:?}"
+    );
     for h in [0u32, 4, 5] {
         assert!(status.contains(&(h, BatchStatus::Accepted)), "honest host {h} accepted: {status:?}");
     }
