@@ -232,6 +232,8 @@ fn encode_work(e: &mut Encoder, w: &EpochWork) {
         w.finished,
         w.expired,
         w.checks,
+        w.votes,
+        w.owed_votes,
         w.frauds,
         w.judged_honest,
         w.alarms,

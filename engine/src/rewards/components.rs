@@ -154,6 +154,10 @@ pub struct EpochWork {
     pub tokens: u64,
     /// Task checks it submitted.
     pub checks: u32,
+    /// Dispute votes it sent.
+    pub votes: u32,
+    /// Dispute votes it owed: one per dispute closed while it held weight (not its own).
+    pub owed_votes: u32,
     /// Its outputs whose mismatch a re-verification confirmed.
     pub frauds: u32,
     /// Its checks and dispute votes on tasks that proved honest.

@@ -94,8 +94,11 @@ pub fn close_epoch_rewards(
             .map(|m| (u128::from(volume.per_model[m]) << 32) * weight / serving_weight[m])
             .sum();
         let owed_checks = (volume.owed_checks * weight).checked_div(total).unwrap_or(0);
-        let duty_done = u128::from(duty.done) * u128::from(economy.min_validation.den)
-            >= u128::from(duty.expected) * u128::from(economy.min_validation.num);
+        let share_done = |done: u32, owed: u32| {
+            u128::from(done) * u128::from(economy.min_validation.den)
+                >= u128::from(owed) * u128::from(economy.min_validation.num)
+        };
+        let duty_done = share_done(duty.done, duty.expected) && share_done(work.votes, work.owed_votes);
         let withheld = if fraud {
             Some(Withheld::Fraud)
         } else if !enough(u64::from(work.finished), owed_tasks, economy.min_work) {

@@ -515,8 +515,11 @@ pub fn open_reports(
     }
 }
 
-/// Re-verification votes; a side with more than half of the eligible
-/// weight decides at once, and at the deadline an undecided dispute clears.
+/// Re-verification votes, all counted until the dispute's last height;
+/// then more than half of the eligible weight voting fraud convicts, and
+/// anything else clears. Every voting host but the executor owes a vote:
+/// the votes are validation work, judged like checks, and a host that
+/// skips them falls short of its share.
 pub fn record_dispute_votes(
     mut commands: Commands,
     mut input: ResMut<BlockInput>,
@@ -538,7 +541,6 @@ pub fn record_dispute_votes(
         .map(|(i, _, v)| (i, v))
         .collect();
     let weight_of = |id: u32| voting.position(id).map_or(0, |p| u128::from(voting.weights[p]));
-    let mut decided: Vec<(Hash32, bool)> = Vec::new();
     for (i, v) in pending {
         let outcome = input.registered_sender(i).and_then(|host| {
             let entity = *index.by_id.get(&v.task).ok_or_else(|| TxError::Invalid {
@@ -551,7 +553,7 @@ pub fn record_dispute_votes(
             let TaskStatus::Disputed(_, d) = &mut task.status else {
                 return Err(TxError::Invalid { what, why: "the task is not disputed".into() });
             };
-            if height > d.until || d.fraud * 2 > d.eligible || d.clear * 2 > d.eligible {
+            if height > d.until {
                 return Err(TxError::OutsideWindow { what, height, from: d.opened, to: d.until });
             }
             if host == executor {
@@ -569,28 +571,22 @@ pub fn record_dispute_votes(
             } else {
                 d.clear += w
             }
-            if d.fraud * 2 > d.eligible {
-                decided.push((v.task, true));
-            } else if d.clear * 2 > d.eligible {
-                decided.push((v.task, false));
-            }
+            work(&registry, &mut hosts, host, |w| w.votes += 1);
             Ok(())
         });
         input.record(i, outcome);
     }
-    // Deadlines: undecided means no confirmed mismatch.
+    // Deadlines: more than half of the eligible weight for fraud convicts.
     let due: Vec<(u64, Hash32)> = index.disputes.range(..=(height, [0xff; 32])).copied().collect();
     for (_, id) in due {
-        if !decided.iter().any(|d| d.0 == id) {
-            decided.push((id, false));
-        }
-    }
-    for (id, fraud) in decided {
         let Some(&entity) = index.by_id.get(&id) else { continue };
         let Ok(mut task) = tasks.get_mut(entity) else { continue };
         let TaskStatus::Disputed(f, d) = task.status.clone() else { continue };
         index.disputes.remove(&(d.until, id));
-        if fraud {
+        for &voter in voting.ids.iter().filter(|&&h| h != task.executor && weight_of(h) > 0) {
+            work(&registry, &mut hosts, voter, |w| w.owed_votes += 1);
+        }
+        if d.fraud * 2 > d.eligible {
             convict(&params, &registry, &mut ledger, &mut hosts, &task, &f, &d);
             index.by_id.remove(&id);
             commands.entity(entity).despawn();

@@ -201,12 +201,16 @@ fn a_confirmed_fraud_refunds_the_payer_and_pays_the_catchers() {
         vote(&h[exec], id, false),
         vote(&h[passer], id, false),
         vote(&h[catcher], id, true),
-        vote(&h[third], id, true), // 20 of 30: decided
+        vote(&h[third], id, true), // 20 of 30 for fraud
         vote(&h[third], id, true),
     ]);
     refused(&r, 0, not_allowed, "the executor's vote");
     assert!(r.receipts[1..4].iter().all(Result::is_ok), "{:?}", r.receipts);
-    refused(&r, 4, |e| matches!(e, TxError::OutsideWindow { .. }), "a vote on a decided dispute");
+    refused(&r, 4, |e| matches!(e, TxError::Duplicate { .. }), "a second vote");
+    // Every vote counts until the last height; the dispute is decided then.
+    net.run_to(6);
+    assert!(matches!(net.task(&id).map(|t| t.status), Some(TaskStatus::Disputed(..))), "open until height 6");
+    net.apply_ok(Vec::new());
     assert!(net.task(&id).is_none(), "a confirmed fraud closes the task");
     let l = net.a.ledger().clone();
     assert_eq!(net.balance(&net.user(u)), FUNDS, "the payer gets everything back");
@@ -232,14 +236,13 @@ fn a_cleared_dispute_counts_the_false_alarm_and_settles_at_once() {
     net.apply_ok(vec![finish(&h[exec], id, 77)]);
     // The pass lands first: once a dispute is open, checks wait for its outcome.
     net.apply_ok(vec![check(&h[passer], id, true), check(&h[failer], id, false)]);
-    let r =
-        net.apply(vec![vote(&h[passer], id, false), vote(&h[third], id, false), vote(&h[failer], id, true)]);
-    assert!(r.receipts[0].is_ok() && r.receipts[1].is_ok(), "{:?}", r.receipts);
-    refused(&r, 2, |e| matches!(e, TxError::OutsideWindow { .. }), "a vote after the decision");
+    net.apply_ok(vec![vote(&h[passer], id, false), vote(&h[third], id, false), vote(&h[failer], id, true)]);
+    net.run_to(6);
+    net.apply_ok(Vec::new());
     assert!(net.task(&id).is_none(), "re-verified by the majority: settled in the deciding block");
-    // Every verdict on an honest task is judged; the failed check was a false alarm.
+    // Every verdict on an honest task is judged; the failed check and the fraud vote were false alarms.
     let judged = |w: EpochWork| (w.judged_honest, w.alarms, w.judged_frauds, w.missed);
-    assert_eq!(judged(net.work(failer)), (1, 1, 0, 0));
+    assert_eq!(judged(net.work(failer)), (2, 2, 0, 0));
     assert_eq!(judged(net.work(passer)), (2, 0, 0, 0), "its check and its vote");
     assert_eq!(judged(net.work(third)), (1, 0, 0, 0));
     let l = net.a.ledger().clone();
@@ -314,6 +317,9 @@ fn reports_refund_fee_and_cost_when_confirmed_and_pay_voters_when_cleared() {
     txs.push(vote(&h[good_voters[1]], good_id, false));
     txs.push(vote(&h[good_voters[2]], good_id, false));
     net.apply_ok(txs);
+    let until = net.a.next_height() + 2;
+    net.run_to(until);
+    net.apply_ok(Vec::new());
     assert!(net.task(&bad_id).is_none());
     assert_eq!(net.balance(&bad.public_key()), FUNDS, "fee and cost refunded");
     assert_eq!(net.work(be).frauds, 1);
@@ -407,12 +413,14 @@ fn the_epoch_close_mints_releases_forfeits_and_moves_reputation() {
     txs.push(finish(&h[honest], honest_id, 50));
     net.apply_ok(txs);
     net.apply_ok(frauds.iter().map(|&(u, id)| report(&net.users[u], id, 1)).collect());
-    let voters: Vec<usize> = (0..4).filter(|&x| x != cheat).take(2).collect();
+    // Every host but the cheat owes a vote on each dispute, and casts it.
+    let voters: Vec<usize> = (0..4).filter(|&x| x != cheat).collect();
     let h = &h;
     net.apply_ok(
         frauds.iter().flat_map(|&(_, id)| voters.iter().map(move |&v| vote(&h[v], id, true))).collect(),
     );
-    assert_eq!(net.work(cheat).frauds, 3, "beyond the allowance of 2");
+    net.run_to(net.a.next_height() + 3);
+    assert_eq!(net.work(cheat).frauds, 3, "a confirmed mismatch is fraud, with no allowance");
     net.run_to(epoch - 1);
     let before = net.a.ledger().clone();
     assert_eq!(before.pending, 400, "the honest task's 500 less 100 for training");
@@ -540,4 +548,27 @@ fn dummy_requests_fill_a_quiet_epoch_and_are_swept_back() {
     let volume = net.a.world().resource::<Volume>().clone();
     assert_eq!((volume.current, volume.real_current), (6, 0));
     assert_eq!(net.a.world().resource::<DummyAccounts>().0.len(), 6);
+}
+
+#[test]
+fn a_host_that_skips_its_dispute_votes_is_not_paid() {
+    let mut net = Net::new(quiet(), &[10; 4]);
+    let h = net.hosts.clone();
+    let epoch = net.a.params().epoch_blocks;
+    let (u, id, exec) = net.find_task(|_, _, _| true);
+    let exec = exec as usize;
+    net.apply_ok(vec![request(&net.users[u].clone(), 0, 0, 100, 1_000)]);
+    net.apply_ok(vec![finish(&h[exec], id, 50)]);
+    net.apply_ok(vec![report(&net.users[u].clone(), id, 1)]);
+    let others: Vec<usize> = (0..4).filter(|&x| x != exec).collect();
+    let (voters, skipper) = (&others[..2], others[2]);
+    net.apply_ok(voters.iter().map(|&v| vote(&h[v], id, false)).collect());
+    net.run_to(epoch);
+    for id in 0..4 {
+        let payout = net.host::<Payout>(id).expect("every voting host gets a payout");
+        let want = if id == skipper { Some(Withheld::TooFewValidations) } else { None };
+        assert_eq!(payout.withheld, want, "host {id}: {payout:?}");
+        let owed = u32::from(id != exec);
+        assert_eq!((payout.work.owed_votes, payout.work.votes), (owed, u32::from(voters.contains(&id))));
+    }
 }
