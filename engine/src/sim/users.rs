@@ -19,6 +19,9 @@ pub const USER_BALANCE: Amount = 1 << 60;
 /// Blocks a user waits for its transaction before sending it again.
 const RESEND_BLOCKS: u64 = 3;
 
+/// Blocks after which a user gives up on a transaction that has not landed.
+const GIVE_UP_BLOCKS: u64 = 6;
+
 /// A user's transaction waiting to land: its nonce, when it was sent, the transaction.
 type InFlight = (u64, u64, SignedTransaction);
 
@@ -80,9 +83,13 @@ impl Users {
             let nonce = chain.ledger().nonce(&key.public_key());
             match &self.in_flight[u] {
                 Some((n, _, _)) if nonce > *n => self.in_flight[u] = None,
-                Some((n, sent, tx)) if next >= sent + RESEND_BLOCKS => {
+                // Lost, or refused on chain (a report of a task that settled
+                // meanwhile): the user gives up on it and moves on with the
+                // same nonce, as a client whose request timed out would.
+                Some((_, sent, _)) if next >= sent + GIVE_UP_BLOCKS => self.in_flight[u] = None,
+                Some((n, sent, tx)) if next == sent + RESEND_BLOCKS => {
                     out.push(tx.clone());
-                    self.in_flight[u] = Some((*n, next, tx.clone()));
+                    self.in_flight[u] = Some((*n, *sent, tx.clone()));
                 }
                 _ => {}
             }
