@@ -54,6 +54,20 @@ fn work(registry: &HostRegistry, hosts: &mut HostBooks, id: u32, f: impl FnOnce(
     }
 }
 
+/// The open task `id` for a transaction of kind `what`, or its receipt's error.
+fn open_task<'a>(
+    index: &TaskIndex,
+    tasks: &'a mut Query<&mut Task>,
+    id: &Hash32,
+    what: &'static str,
+) -> Result<Mut<'a, Task>, TxError> {
+    index
+        .by_id
+        .get(id)
+        .and_then(|&e| tasks.get_mut(e).ok())
+        .ok_or_else(|| TxError::Invalid { what, why: format!("no open task {}", hex::encode(id)) })
+}
+
 /// The voting hosts with their models, for routing.
 fn candidates(voting: &VotingHosts, registry: &HostRegistry, serves: &Query<&Serves>) -> Vec<Candidate> {
     voting
@@ -324,10 +338,7 @@ pub fn finish_tasks(
         .collect();
     for (i, f) in pending {
         let outcome = input.registered_sender(i).and_then(|host| {
-            let mut task =
-                index.by_id.get(&f.task).and_then(|&e| tasks.get_mut(e).ok()).ok_or_else(|| {
-                    TxError::Invalid { what, why: format!("no open task {}", hex::encode(f.task)) }
-                })?;
+            let mut task = open_task(&index, &mut tasks, &f.task, what)?;
             if task.executor != host {
                 return Err(TxError::NotAllowed { what, host, why: "not the task's executor" });
             }
@@ -391,12 +402,7 @@ pub fn record_task_checks(
     let total = u64::try_from(voting.total_weight()).unwrap_or(u64::MAX);
     for (i, sender, c) in pending {
         let outcome = input.registered_sender(i).and_then(|host| {
-            let entity = *index.by_id.get(&c.task).ok_or_else(|| TxError::Invalid {
-                what,
-                why: format!("no open task {}", hex::encode(c.task)),
-            })?;
-            let mut task =
-                tasks.get_mut(entity).map_err(|_| TxError::Invalid { what, why: "no task".into() })?;
+            let mut task = open_task(&index, &mut tasks, &c.task, what)?;
             // A check still counts while a dispute runs: it is judged with the outcome.
             let (f, disputed) = match &task.status {
                 TaskStatus::Finished(f) => (*f, false),
@@ -488,12 +494,7 @@ pub fn open_reports(
     for (i, sender, (id, nonce)) in pending {
         let outcome = (|| {
             check_nonce(&ledger, &sender, nonce, what)?;
-            let entity = *index
-                .by_id
-                .get(&id)
-                .ok_or_else(|| TxError::Invalid { what, why: format!("no open task {}", hex::encode(id)) })?;
-            let mut task =
-                tasks.get_mut(entity).map_err(|_| TxError::Invalid { what, why: "no task".into() })?;
+            let mut task = open_task(&index, &mut tasks, &id, what)?;
             if task.payer != sender {
                 return Err(TxError::Invalid { what, why: "only the payer may report its task".into() });
             }
@@ -543,12 +544,7 @@ pub fn record_dispute_votes(
     let weight_of = |id: u32| voting.position(id).map_or(0, |p| u128::from(voting.weights[p]));
     for (i, v) in pending {
         let outcome = input.registered_sender(i).and_then(|host| {
-            let entity = *index.by_id.get(&v.task).ok_or_else(|| TxError::Invalid {
-                what,
-                why: format!("no open task {}", hex::encode(v.task)),
-            })?;
-            let mut task =
-                tasks.get_mut(entity).map_err(|_| TxError::Invalid { what, why: "no task".into() })?;
+            let mut task = open_task(&index, &mut tasks, &v.task, what)?;
             let executor = task.executor;
             let TaskStatus::Disputed(_, d) = &mut task.status else {
                 return Err(TxError::Invalid { what, why: "the task is not disputed".into() });
