@@ -26,10 +26,10 @@ type HostRow = (
 /// At the epoch's last block, before the weights rotate: the subsidy is
 /// minted and split by weight into the voting hosts' earnings; each host's
 /// earnings are released to its account if it (1) committed no fraud (no
-/// equivocation, no Sprint batch rejected by the validators, mismatches and
-/// wrong verdicts within the allowance), (2)
-/// finished enough of the tasks its weight owed, (3) submitted enough of
-/// the checks its weight owed and judged enough of the Sprint's batches;
+/// equivocation, no rejected Sprint batch, no confirmed mismatch, accurate
+/// verdicts), (2) finished enough of the tasks its weight owed, (3)
+/// submitted enough of the checks its weight owed, judged enough of the
+/// Sprint's batches and cast enough of the dispute votes it owed;
 /// otherwise they go to the reserve. Reputations move, the volume rolls,
 /// dummy accounts are swept, the served models switch.
 pub fn close_epoch_rewards(

@@ -439,8 +439,7 @@ pub fn record_task_checks(
             task.checks.insert(at, Check { validator: host, pass: c.pass });
             work(&registry, &mut hosts, host, |w| w.checks += 1);
             if !c.pass && !disputed {
-                let eligible = voting.total_weight() - u128::from(weight_of(task.executor));
-                open_dispute(&mut index, &mut task, f, height, params.economy.dispute_blocks, eligible, 0);
+                open_dispute(&mut index, &mut task, f, height, params.economy.dispute_blocks, &voting, 0);
             }
             Ok(())
         });
@@ -448,15 +447,19 @@ pub fn record_task_checks(
     }
 }
 
+/// Opens the dispute of `task`: it leaves the settlement queue, and every
+/// voting host's weight but the executor's may vote until `height + blocks`.
 fn open_dispute(
     index: &mut TaskIndex,
     task: &mut Task,
     f: Finished,
     height: u64,
     blocks: u64,
-    eligible: u128,
+    voting: &VotingHosts,
     report_fee: Amount,
 ) {
+    let executor = voting.position(task.executor).map_or(0, |p| u128::from(voting.weights[p]));
+    let eligible = voting.total_weight() - executor;
     index.settle.remove(&(f.checks_until, task.id));
     let until = height + blocks;
     index.disputes.insert((until, task.id));
@@ -507,9 +510,7 @@ pub fn open_reports(
             ledger.hold(&sender, fee).map_err(|e| TxError::Invalid { what, why: e.to_string() })?;
             ledger.use_nonce(&sender, nonce).map_err(|_| unreachable_nonce())?;
             task.escrow += fee;
-            let exec = voting.position(task.executor).map_or(0, |p| u128::from(voting.weights[p]));
-            let eligible = voting.total_weight() - exec;
-            open_dispute(&mut index, &mut task, f, height, params.economy.dispute_blocks, eligible, fee);
+            open_dispute(&mut index, &mut task, f, height, params.economy.dispute_blocks, &voting, fee);
             Ok(())
         })();
         input.record(i, outcome);
