@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 
 use bevy_ecs::prelude::*;
 use gonka_kernels::encoding::Hash32;
+use rkyv::{Archive, Deserialize, Serialize};
 
 /// A final block as the chain remembers it (the last epoch's worth).
-#[derive(Component, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Component, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlockRecord {
     /// Height.
     pub height: u64,

@@ -24,6 +24,7 @@ pub mod genesis;
 pub mod input;
 pub mod root;
 pub mod schedule;
+pub mod snapshot;
 pub mod timing;
 pub mod types;
 
@@ -41,7 +42,7 @@ use crate::crypto::Domain;
 use crate::crypto::cache::SigCache;
 use crate::hosts::{HostId, HostPublicKey, HostRegistry, RegisteredAt, ValidationDuty, VotingHosts, Weight};
 use crate::params::ChainParams;
-use crate::proofs::components::BatchIndex;
+use crate::proofs::components::{BatchIndex, BatchKey};
 use crate::sprints::{BeaconState, EpochClock, Sprint, open_epoch};
 use crate::validations::ReportIndex;
 
@@ -306,6 +307,17 @@ impl Chain {
             return Err(format!("pending {} ≠ Σ host earnings {pending}", ledger.pending));
         }
         Ok(())
+    }
+
+    /// The contents of the proof batch `key`, while the state holds them.
+    pub fn batch(&mut self, key: BatchKey) -> Option<crate::proofs::ProofBatch> {
+        let entity = *self.world.resource::<BatchIndex>().0.get(&key)?;
+        self.world.get::<crate::proofs::components::BatchContents>(entity).map(|c| (*c.0).clone())
+    }
+
+    /// The memo of verified signatures this replica shares.
+    pub fn sig_cache(&self) -> &SigCache {
+        &self.cache
     }
 
     /// Read access for inspection and the host's local systems.

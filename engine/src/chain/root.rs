@@ -102,7 +102,7 @@ fn encode_beacon(world: &mut World, e: &mut Encoder) {
         }
         BeaconStatus::Failed { why } => {
             e.u8(2);
-            e.bytes(why.as_bytes());
+            e.bytes(why.why().as_bytes());
         }
     }
     e.u8(u8::from(b.outcome.is_some()));

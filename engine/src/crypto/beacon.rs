@@ -146,6 +146,58 @@ pub struct BeaconRound {
     share_keys: BTreeMap<u32, PublicKey>,
 }
 
+/// A [`BeaconRound`] as plain data, for the state snapshot (the share-key
+/// cache is recomputed on demand).
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct BeaconRoundSnapshot {
+    epoch: u64,
+    message: [u8; 40],
+    public: Vec<PublicKeyBytes>,
+    member_slots: Vec<(u32, u32)>,
+    partials_open: u64,
+    partials: Vec<(u32, SignatureBytes)>,
+}
+
+impl BeaconRound {
+    /// The round as plain data.
+    pub fn to_snapshot(&self) -> BeaconRoundSnapshot {
+        BeaconRoundSnapshot {
+            epoch: self.epoch,
+            message: self.message,
+            public: self.public.to_bytes(),
+            member_slots: self.member_slots.iter().map(|r| (r.start, r.end)).collect(),
+            partials_open: self.partials_open,
+            partials: self.partials.iter().map(|(&slot, sig)| (slot, sig.compress())).collect(),
+        }
+    }
+
+    /// The round from [`BeaconRound::to_snapshot`]; every point is checked.
+    pub fn from_snapshot(s: &BeaconRoundSnapshot) -> Result<Self, ThresholdError> {
+        let public = PublicPolynomial::from_bytes(&s.public)?;
+        let member_slots: Vec<Range<u32>> = s.member_slots.iter().map(|&(a, b)| a..b).collect();
+        let slots = member_slots.iter().map(|r| r.end).max().unwrap_or(0);
+        let mut partials = BTreeMap::new();
+        for &(slot, ref sig) in &s.partials {
+            if slot >= slots {
+                return Err(ThresholdError::UnknownSlot { slot, slots });
+            }
+            let sig = Signature::sig_validate(sig, true)
+                .map_err(|e| ThresholdError::BadPartial { slot, source: CryptoError::BadSignature(e) })?;
+            partials.insert(slot, sig);
+        }
+        Ok(Self {
+            epoch: s.epoch,
+            message: s.message,
+            public,
+            member_slots,
+            slots,
+            partials_open: s.partials_open,
+            partials,
+            share_keys: BTreeMap::new(),
+        })
+    }
+}
+
 /// A produced beacon.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Beacon {
@@ -345,7 +397,7 @@ impl WireMessage for SeedReveal {
 }
 
 /// Heights of the commit–reveal round.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SeedWindows {
     /// The epoch.
     pub epoch: u64,
@@ -357,8 +409,9 @@ pub struct SeedWindows {
     pub reveal_close: u64,
 }
 
-/// The commit–reveal round of one epoch.
-#[derive(Clone, Debug)]
+/// The commit–reveal round of one epoch (plain data: the state snapshot
+/// stores it as it is).
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct SeedRound {
     windows: SeedWindows,
     hosts: Vec<PublicKeyBytes>,

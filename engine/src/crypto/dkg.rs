@@ -48,7 +48,7 @@ pub const MAX_DKG_MESSAGE_BYTES: usize = MAX_SLOTS as usize * (32 + 48) + 256;
 const COEFFICIENT_DST: &[u8] = b"GONKA-V1-DKG-COEFFICIENT";
 
 /// Parameters of one DKG run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DkgConfig {
     /// The epoch whose beacon key this is; every message names it.
     pub epoch: u64,
@@ -676,6 +676,137 @@ pub fn group_shares(
         }
     }
     Ok(slots.zip(sums).map(|(slot, s)| ShareKey::new(slot, s)).collect())
+}
+
+/// A [`Dkg`] as plain data, for the state snapshot: points compressed,
+/// scalars as little-endian bytes.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct DkgSnapshot {
+    config: DkgConfig,
+    /// `(key, first slot, end slot)` per member.
+    members: Vec<(PublicKeyBytes, u32, u32)>,
+    /// Per member: its deal's commitments and encrypted shares.
+    deals: Vec<Option<(Vec<PublicKeyBytes>, Vec<[u8; 32]>)>>,
+    complaints: Vec<(u32, u32)>,
+    justified: Vec<((u32, u32), Vec<[u8; 32]>)>,
+    bad_justification: Vec<(u32, u32)>,
+}
+
+/// A [`DkgOutcome`] as plain data. Disqualifications as `(dealer, code, complainer)`.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct DkgOutcomeSnapshot {
+    qualified: Vec<u32>,
+    disqualified: Vec<(u32, u8, u32)>,
+    public: Vec<PublicKeyBytes>,
+    slots: Vec<(u32, u32)>,
+}
+
+impl Dkg {
+    /// The run as plain data.
+    pub fn to_snapshot(&self) -> DkgSnapshot {
+        DkgSnapshot {
+            config: self.config,
+            members: self.members.iter().map(|m| (m.key_bytes, m.slots.start, m.slots.end)).collect(),
+            deals: self
+                .deals
+                .iter()
+                .map(|d| d.as_ref().map(|d| (d.poly.to_bytes(), d.encrypted_shares.clone())))
+                .collect(),
+            complaints: self.complaints.iter().copied().collect(),
+            justified: self
+                .justified
+                .iter()
+                .map(|(&k, v)| (k, v.iter().map(|s| s.to_le_bytes()).collect()))
+                .collect(),
+            bad_justification: self.bad_justification.iter().map(|(&d, &c)| (d, c)).collect(),
+        }
+    }
+
+    /// The run from [`Dkg::to_snapshot`]; every key, point and scalar is checked.
+    pub fn from_snapshot(s: &DkgSnapshot) -> Result<Self, DkgError> {
+        let bad = |why: &str| DkgError::BadConfig(format!("snapshot: {why}"));
+        if s.members.is_empty() || s.members.len() > MAX_COMMITTEE || s.deals.len() != s.members.len() {
+            return Err(bad("member and deal counts"));
+        }
+        let mut members = Vec::with_capacity(s.members.len());
+        for (index, &(key_bytes, start, end)) in s.members.iter().enumerate() {
+            let key = PublicKey::key_validate(&key_bytes)
+                .map_err(|e| DkgError::BadMember { index, source: CryptoError::BadPublicKey(e) })?;
+            if start > end || end > s.config.slots {
+                return Err(bad("member slots"));
+            }
+            members.push(Member { key, key_bytes, slots: start..end });
+        }
+        let mut deals = Vec::with_capacity(s.deals.len());
+        for d in &s.deals {
+            deals.push(match d {
+                None => None,
+                Some((poly, shares)) => {
+                    let poly = PublicPolynomial::from_bytes(poly).map_err(|e| bad(&e.to_string()))?;
+                    Some(RecordedDeal { poly, encrypted_shares: shares.clone() })
+                }
+            });
+        }
+        let mut justified = BTreeMap::new();
+        for (k, shares) in &s.justified {
+            let shares = shares
+                .iter()
+                .map(|b| Scalar::from_le_bytes(b))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| bad("justified share is not a scalar"))?;
+            justified.insert(*k, shares);
+        }
+        Ok(Self {
+            config: s.config,
+            members,
+            deals,
+            complaints: s.complaints.iter().copied().collect(),
+            justified,
+            bad_justification: s.bad_justification.iter().copied().collect(),
+        })
+    }
+}
+
+impl DkgOutcome {
+    /// The outcome as plain data.
+    pub fn to_snapshot(&self) -> DkgOutcomeSnapshot {
+        let disqualified = self
+            .disqualified
+            .iter()
+            .map(|&(d, why)| match why {
+                Disqualification::NoDeal => (d, 0, 0),
+                Disqualification::UnansweredComplaint { complainer } => (d, 1, complainer),
+                Disqualification::BadJustification { complainer } => (d, 2, complainer),
+            })
+            .collect();
+        DkgOutcomeSnapshot {
+            qualified: self.qualified.clone(),
+            disqualified,
+            public: self.public.to_bytes(),
+            slots: self.slots.iter().map(|r| (r.start, r.end)).collect(),
+        }
+    }
+
+    /// The outcome from [`DkgOutcome::to_snapshot`].
+    pub fn from_snapshot(s: &DkgOutcomeSnapshot) -> Result<Self, DkgError> {
+        let bad = |why: String| DkgError::BadConfig(format!("outcome snapshot: {why}"));
+        let disqualified = s
+            .disqualified
+            .iter()
+            .map(|&(d, code, complainer)| match code {
+                0 => Ok((d, Disqualification::NoDeal)),
+                1 => Ok((d, Disqualification::UnansweredComplaint { complainer })),
+                2 => Ok((d, Disqualification::BadJustification { complainer })),
+                _ => Err(bad(format!("disqualification code {code}"))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            qualified: s.qualified.clone(),
+            disqualified,
+            public: PublicPolynomial::from_bytes(&s.public).map_err(|e| bad(e.to_string()))?,
+            slots: s.slots.iter().map(|&(a, b)| a..b).collect(),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -141,6 +141,24 @@ impl PublicPolynomial {
         share.public_key().is_some_and(|pk| pk == self.share_public_key(slot))
     }
 
+    /// The commitments compressed, constant term first (for the state snapshot).
+    pub fn to_bytes(&self) -> Vec<PublicKeyBytes> {
+        self.coefficients.iter().map(PublicKey::compress).collect()
+    }
+
+    /// The inverse of [`PublicPolynomial::to_bytes`]; every point is checked.
+    pub fn from_bytes(bytes: &[PublicKeyBytes]) -> Result<Self, ThresholdError> {
+        if bytes.len() > MAX_SLOTS as usize {
+            return Err(ThresholdError::BadPolynomial("more coefficients than slots"));
+        }
+        let coefficients = bytes
+            .iter()
+            .map(|c| PublicKey::key_validate(c))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| ThresholdError::BadPolynomial("a commitment is not a valid G1 point"))?;
+        Self::new(coefficients)
+    }
+
     /// Coefficient-wise sum: the public polynomial of the summed secrets.
     pub fn sum<'a>(polys: impl IntoIterator<Item = &'a PublicPolynomial>) -> Result<Self, ThresholdError> {
         let mut iter = polys.into_iter();

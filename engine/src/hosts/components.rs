@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bevy_ecs::prelude::*;
+use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::crypto::PublicKeyBytes;
 use crate::crypto::votes::{EpochHosts, VoteError};
@@ -34,7 +35,7 @@ pub struct Penalized {
 
 /// This epoch's validation share: batches the host should have judged and
 /// batches it did (the rewards rule reads both).
-#[derive(Component, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Component, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ValidationDuty {
     /// Batches open to its judgment.
     pub expected: u32,

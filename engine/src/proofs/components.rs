@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use bevy_ecs::prelude::*;
 use gonka_kernels::encoding::Hash32;
+use rkyv::{Archive, Deserialize, Serialize};
 
 use super::ProofBatch;
 
 /// Which Sprint and host a batch belongs to.
-#[derive(Component, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Archive, Serialize, Deserialize, Component, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct BatchKey {
     /// The epoch of the Sprint.
     pub epoch: u64,
@@ -18,7 +19,7 @@ pub struct BatchKey {
 }
 
 /// The host's commitment, made during the Sprint.
-#[derive(Component, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Component, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchCommitment {
     /// [`ProofBatch::commitment`].
     pub commitment: Hash32,
@@ -33,7 +34,7 @@ pub struct BatchCommitment {
 pub struct BatchContents(pub Arc<ProofBatch>);
 
 /// Validators' weight for and against the batch.
-#[derive(Component, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Component, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BatchTally {
     /// Weight of validators that accepted it.
     pub accept: u128,
@@ -44,7 +45,7 @@ pub struct BatchTally {
 }
 
 /// Where a batch stands.
-#[derive(Component, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Component, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BatchStatus {
     /// Committed, contents not yet on chain.
     Committed,

@@ -3,12 +3,13 @@
 use std::collections::BTreeMap;
 
 use bevy_ecs::prelude::*;
+use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::crypto::PublicKeyBytes;
 use crate::params::Amount;
 
 /// One account: a balance and the next nonce its owner may use.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Account {
     /// Spendable base units.
     pub balance: Amount,
@@ -32,7 +33,7 @@ pub enum LedgerError {
 }
 
 /// Every account and pool of the chain.
-#[derive(Resource, Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Resource, Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ledger {
     /// Accounts by key (users and hosts alike), created on first credit.
     pub accounts: BTreeMap<PublicKeyBytes, Account>,
@@ -142,7 +143,7 @@ impl Ledger {
 pub struct Earnings(pub Amount);
 
 /// What a host did this epoch, for the release rules and reputation.
-#[derive(Component, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Component, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EpochWork {
     /// Tasks drawn to it.
     pub assigned: u32,
@@ -182,7 +183,7 @@ impl EpochWork {
 }
 
 /// Epochs of fraud-free activity, and the epoch of the latest.
-#[derive(Component, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Component, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Reputation {
     /// `r`: epochs of activity without fraud since the last reset.
     pub epochs: u32,
@@ -191,7 +192,7 @@ pub struct Reputation {
 }
 
 /// Request volume, for `p_min`.
-#[derive(Resource, Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Resource, Clone, Debug, Default, PartialEq, Eq)]
 pub struct Volume {
     /// Requests in the previous epoch.
     pub previous: u64,
@@ -208,7 +209,7 @@ pub struct Volume {
 }
 
 /// Why a host's earnings of an epoch were withheld.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Withheld {
     /// Equivocation, a rejected Sprint batch, a confirmed mismatch, or
     /// inaccurate verdicts ([`EpochWork::inaccurate`]).
@@ -237,7 +238,7 @@ impl Withheld {
 
 /// The outcome of a host's latest epoch: what it had earned and whether it
 /// was released.
-#[derive(Component, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Component, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Payout {
     /// The epoch.
     pub epoch: u64,

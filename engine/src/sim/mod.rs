@@ -62,6 +62,10 @@ pub struct SimConfig {
     pub report_permille: u32,
     /// How inference outputs and checks behave.
     pub inference: crate::agent::tasks::SimulatedInference,
+    /// Every this many blocks (0: never) the last honest host restarts: its
+    /// chain is rebuilt from the rkyv encoding of its own state snapshot,
+    /// the path a node takes when it loads its store.
+    pub restart_every_blocks: u64,
 }
 
 /// The key material of simulated host `index` under `seed` (what a genesis
@@ -92,6 +96,7 @@ impl Default for SimConfig {
             users: 16,
             report_permille: 20,
             inference: Default::default(),
+            restart_every_blocks: 1,
         }
     }
 }

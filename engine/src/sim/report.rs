@@ -126,6 +126,8 @@ pub struct SimReport {
     pub root_mismatches: u32,
     /// Hosts that halted on a state-root mismatch.
     pub halted: u32,
+    /// Restarts of a host from its own state snapshot.
+    pub restarts: u64,
     /// Simulated time, ms.
     pub simulated_ms: u64,
     /// Wall-clock time of the run.

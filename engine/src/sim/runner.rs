@@ -12,6 +12,7 @@ use super::report::{EpochRow, SimReport, StrategyRow};
 use super::users::Users;
 use super::{SimConfig, SimError};
 use crate::agent::{Agent, Behavior, ModelCache};
+use crate::chain::snapshot::StateSnapshot;
 use crate::chain::types::{Block, FinalBlock, SignedTransaction, Transaction};
 use crate::chain::{Chain, Genesis, GenesisHost};
 use crate::consensus::{Action, Consensus, HeightContext, Message, Proposal, Timeout, TimeoutParams, Vote};
@@ -573,6 +574,11 @@ impl World {
                 return;
             }
             Ok(r) => {
+                if let Err(e) = self.maybe_restart(host, height) {
+                    self.report.halted += 1;
+                    self.hosts[host].halted = Some(e);
+                    return;
+                }
                 let entry = self.decided.get_mut(&height).expect("inserted above");
                 match entry.1 {
                     None => entry.1 = Some(r.state_root),
@@ -609,6 +615,25 @@ impl World {
     }
 
     /// The honest online host whose replica the report reads.
+    /// Rebuilds host `host`'s chain from the encoding of its own snapshot
+    /// when it is the restarting host and `height` is due.
+    fn maybe_restart(&mut self, host: usize, height: u64) -> Result<(), String> {
+        let every = self.config.restart_every_blocks;
+        let last_honest = self.hosts.iter().rposition(|h| h.role == Role::Honest);
+        if every == 0 || !(height + 1).is_multiple_of(every) || last_honest != Some(host) {
+            return Ok(());
+        }
+        let chain = &mut self.hosts[host].chain;
+        let bytes = crate::crypto::wire::encode(&chain.snapshot(true));
+        let snapshot = rkyv::from_bytes::<StateSnapshot, rkyv::rancor::Error>(&bytes)
+            .map_err(|e| format!("snapshot at height {height} does not decode: {e}"))?;
+        let restored =
+            Chain::restore(&snapshot, chain.sig_cache().clone(), |_| None).map_err(|e| e.to_string())?;
+        *chain = restored;
+        self.report.restarts += 1;
+        Ok(())
+    }
+
     fn reference(&self) -> usize {
         self.hosts.iter().position(|h| h.role == Role::Honest && h.halted.is_none()).unwrap_or(0)
     }

@@ -2,14 +2,15 @@
 
 use bevy_ecs::prelude::*;
 use gonka_kernels::encoding::{Hash32, tagged_hash};
+use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::crypto::beacon::{BeaconRound, SeedRound, SeedWindows};
-use crate::crypto::dkg::{Dkg, DkgConfig, DkgMember, DkgOutcome, committee};
+use crate::crypto::beacon::{BeaconRound, BeaconRoundSnapshot, SeedRound, SeedWindows};
+use crate::crypto::dkg::{Dkg, DkgConfig, DkgMember, DkgOutcome, DkgOutcomeSnapshot, DkgSnapshot, committee};
 use crate::hosts::VotingHosts;
 use crate::params::ChainParams;
 
 /// Where the block being applied sits in time.
-#[derive(Resource, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Resource, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EpochClock {
     /// Its height.
     pub height: u64,
@@ -19,8 +20,33 @@ pub struct EpochClock {
     pub offset: u64,
 }
 
+/// Why an epoch's beacon failed.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BeaconFailure {
+    /// The committee or the DKG parameters are unusable.
+    DkgCannotStart,
+    /// The commit–reveal windows are inconsistent.
+    SeedWindowsInvalid,
+    /// Every dealer was disqualified.
+    NoQualifiedDealer,
+    /// Fewer than `t` partials by the deadline.
+    NotRecovered,
+}
+
+impl BeaconFailure {
+    /// The reason in words (also what the state root commits to).
+    pub fn why(self) -> &'static str {
+        match self {
+            BeaconFailure::DkgCannotStart => "DKG cannot start",
+            BeaconFailure::SeedWindowsInvalid => "seed windows invalid",
+            BeaconFailure::NoQualifiedDealer => "DKG had no qualified dealer",
+            BeaconFailure::NotRecovered => "beacon not recovered by its deadline",
+        }
+    }
+}
+
 /// How this epoch's beacon stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BeaconStatus {
     /// Collecting.
     Pending,
@@ -32,7 +58,7 @@ pub enum BeaconStatus {
     /// Not recovered: the epoch has no Sprint and weights carry over.
     Failed {
         /// Why.
-        why: &'static str,
+        why: BeaconFailure,
     },
 }
 
@@ -74,8 +100,64 @@ impl BeaconState {
     }
 }
 
+/// A [`BeaconState`] as plain data, for the state snapshot.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct BeaconSnapshot {
+    previous: Hash32,
+    committee: Vec<u32>,
+    dkg: Option<DkgSnapshot>,
+    outcome: Option<DkgOutcomeSnapshot>,
+    beacon_round: Option<BeaconRoundSnapshot>,
+    seed_round: Option<SeedRound>,
+    transcript: Hash32,
+    status: BeaconStatus,
+}
+
+impl BeaconState {
+    /// The state as plain data.
+    pub fn to_snapshot(&self) -> BeaconSnapshot {
+        BeaconSnapshot {
+            previous: self.previous,
+            committee: self.committee.clone(),
+            dkg: self.dkg.as_ref().map(Dkg::to_snapshot),
+            outcome: self.outcome.as_ref().map(DkgOutcome::to_snapshot),
+            beacon_round: self.beacon_round.as_ref().map(BeaconRound::to_snapshot),
+            seed_round: self.seed_round.clone(),
+            transcript: self.transcript,
+            status: self.status,
+        }
+    }
+
+    /// The state from [`BeaconState::to_snapshot`]; every point is checked.
+    pub fn from_snapshot(s: &BeaconSnapshot) -> Result<Self, String> {
+        let dkg = s.dkg.as_ref().map(Dkg::from_snapshot).transpose().map_err(|e| format!("DKG: {e}"))?;
+        let outcome = s
+            .outcome
+            .as_ref()
+            .map(DkgOutcome::from_snapshot)
+            .transpose()
+            .map_err(|e| format!("DKG outcome: {e}"))?;
+        let beacon_round = s
+            .beacon_round
+            .as_ref()
+            .map(BeaconRound::from_snapshot)
+            .transpose()
+            .map_err(|e| format!("beacon round: {e}"))?;
+        Ok(Self {
+            previous: s.previous,
+            committee: s.committee.clone(),
+            dkg,
+            outcome,
+            beacon_round,
+            seed_round: s.seed_round.clone(),
+            transcript: s.transcript,
+            status: s.status,
+        })
+    }
+}
+
 /// The epoch's Sprint window, once its seed is known.
-#[derive(Resource, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Resource, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Sprint {
     /// The epoch.
     pub epoch: u64,
@@ -133,10 +215,10 @@ pub fn open_epoch(
     };
     let mut status = BeaconStatus::Pending;
     let dkg = Dkg::new(config, &members)
-        .map_err(|_| status = BeaconStatus::Failed { why: "DKG cannot start" })
+        .map_err(|_| status = BeaconStatus::Failed { why: BeaconFailure::DkgCannotStart })
         .ok();
     let seed_round = SeedRound::new(windows, voting.keys.clone())
-        .map_err(|_| status = BeaconStatus::Failed { why: "seed windows invalid" })
+        .map_err(|_| status = BeaconStatus::Failed { why: BeaconFailure::SeedWindowsInvalid })
         .ok();
     let beacon = BeaconState {
         previous,

@@ -81,7 +81,7 @@ pub fn finish_dkg(clock: Res<EpochClock>, params: Res<ChainParams>, mut beacon: 
             beacon.beacon_round = Some(round);
             beacon.outcome = Some(outcome);
         }
-        Err(_) => beacon.status = BeaconStatus::Failed { why: "DKG had no qualified dealer" },
+        Err(_) => beacon.status = BeaconStatus::Failed { why: BeaconFailure::NoQualifiedDealer },
     }
 }
 
@@ -198,7 +198,7 @@ pub fn finish_beacon(
             };
         }
         None if clock.offset >= params.beacon_deadline_offset() => {
-            beacon.status = BeaconStatus::Failed { why: "beacon not recovered by its deadline" };
+            beacon.status = BeaconStatus::Failed { why: BeaconFailure::NotRecovered };
         }
         None => {}
     }

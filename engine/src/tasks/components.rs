@@ -4,12 +4,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bevy_ecs::prelude::*;
 use gonka_kernels::encoding::Hash32;
+use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::crypto::PublicKeyBytes;
 use crate::params::Amount;
 
 /// One host's check of a task.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Check {
     /// The checking host's registry index.
     pub validator: u32,
@@ -18,7 +19,7 @@ pub struct Check {
 }
 
 /// The executor's result as recorded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Finished {
     /// Height of the finish.
     pub height: u64,
@@ -40,7 +41,7 @@ pub struct Finished {
 }
 
 /// A re-verification in progress.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Dispute {
     /// Height it opened at.
     pub opened: u64,
@@ -59,7 +60,7 @@ pub struct Dispute {
 }
 
 /// Where a task stands.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum TaskStatus {
     /// Waiting for the executor.
     Requested,
@@ -70,7 +71,7 @@ pub enum TaskStatus {
 }
 
 /// A task entity's data.
-#[derive(Component, Clone, Debug, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Component, Clone, Debug, PartialEq, Eq)]
 pub struct Task {
     /// Its id ([`super::task_id`], or a dummy's).
     pub id: Hash32,
@@ -114,7 +115,7 @@ pub struct TaskIndex {
 
 /// The models a host serves, as a bit mask over the model list: `current`
 /// this epoch (executors are drawn from it), `next` from the next epoch.
-#[derive(Component, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Component, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Serves {
     /// This epoch's models.
     pub current: u64,
@@ -129,7 +130,7 @@ pub struct DummyAccounts(pub BTreeSet<PublicKeyBytes>);
 
 /// This epoch's dummy requests, fixed at its first block: the seed of their
 /// heights, accounts and prompts, and how many there are.
-#[derive(Resource, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Resource, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DummyPlan {
     /// The epoch.
     pub epoch: u64,

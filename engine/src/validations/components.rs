@@ -3,11 +3,12 @@
 use std::collections::BTreeMap;
 
 use bevy_ecs::prelude::*;
+use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::chain::types::BatchVerdict;
 
 /// One validator's verdicts for one epoch's batches.
-#[derive(Component, Clone, Debug, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Component, Clone, Debug, PartialEq, Eq)]
 pub struct ValidationReport {
     /// The epoch of the Sprint.
     pub epoch: u64,

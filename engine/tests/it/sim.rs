@@ -13,6 +13,9 @@ fn assert_safe(r: &SimReport) {
     assert_eq!(r.conflicting_commits, 0, "two different blocks final at one height");
     assert_eq!(r.root_mismatches, 0, "honest replicas disagree on a state root");
     assert_eq!(r.halted, 0, "a replica halted on a state-root mismatch");
+    // Each restart rebuilt a replica from its snapshot; a piece of state the
+    // snapshot missed shows up above as a halt or a root mismatch.
+    assert!(r.restarts >= r.height, "a host restarts from its snapshot every block: {} restarts", r.restarts);
     for e in &r.epochs {
         assert_eq!(e.bad_accepted, 0, "epoch {}: a fraudulent batch was accepted", e.epoch);
         assert_eq!(e.good_rejected, 0, "epoch {}: a genuine batch was rejected", e.epoch);
