@@ -38,5 +38,6 @@ pub mod proofs;
 pub mod rewards;
 pub mod sim;
 pub mod sprints;
+pub mod store;
 pub mod tasks;
 pub mod validations;

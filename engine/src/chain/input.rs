@@ -93,6 +93,8 @@ pub struct BlockInput {
     pub senders: Vec<Option<u32>>,
     /// One receipt per transaction; `None` until a system has handled it.
     pub receipts: Vec<Option<Result<(), TxError>>>,
+    /// Tasks that left the state in this block, as they were last, and how they ended.
+    pub closed_tasks: Vec<(crate::tasks::Task, crate::tasks::TaskEnd)>,
 }
 
 impl BlockInput {

@@ -143,6 +143,10 @@ pub struct ApplyReport {
     pub state_root: Hash32,
     /// One receipt per transaction.
     pub receipts: Vec<Result<(), TxError>>,
+    /// Open tasks this block created or changed, as they are now.
+    pub changed_tasks: Vec<crate::tasks::Task>,
+    /// Tasks that left the state in this block, as they were last, and how they ended.
+    pub closed_tasks: Vec<(crate::tasks::Task, crate::tasks::TaskEnd)>,
 }
 
 /// One replica of the chain state.
@@ -265,6 +269,11 @@ impl Chain {
     /// The epoch's beacon state.
     pub fn beacon(&self) -> &BeaconState {
         self.world.resource::<BeaconState>()
+    }
+
+    /// Where the last applied block sat in time.
+    pub fn clock(&self) -> crate::sprints::EpochClock {
+        *self.world.resource::<crate::sprints::EpochClock>()
     }
 
     /// The epoch's Sprint.
@@ -408,7 +417,19 @@ impl Chain {
             .map(|(i, r)| r.unwrap_or_else(|| panic!("transaction {i} at height {height} reached no system")))
             .collect();
         self.root = root::state_root(&mut self.world, &self.genesis);
-        Ok(ApplyReport { height, state_root: self.root, receipts })
+        // Change ticks count from the last `clear_trackers`: the tasks
+        // touched by this block's systems (or spawned by them).
+        let mut changed = self.world.query_filtered::<&crate::tasks::Task, Changed<crate::tasks::Task>>();
+        let mut changed_tasks: Vec<crate::tasks::Task> = changed.iter(&self.world).cloned().collect();
+        changed_tasks.sort_unstable_by_key(|t| t.id);
+        self.world.clear_trackers();
+        Ok(ApplyReport {
+            height,
+            state_root: self.root,
+            receipts,
+            changed_tasks,
+            closed_tasks: input.closed_tasks,
+        })
     }
 
     /// Height, parent, chain, state root and transactions root.
@@ -444,6 +465,7 @@ impl Chain {
             transactions: Arc::new(block.transactions.clone()),
             senders: Vec::with_capacity(block.transactions.len()),
             receipts: vec![None; block.transactions.len()],
+            closed_tasks: Vec::new(),
         };
         for (i, tx) in block.transactions.iter().enumerate() {
             input.senders.push(registry.id_of(&tx.sender));

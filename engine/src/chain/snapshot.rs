@@ -111,7 +111,7 @@ pub enum BatchContents {
     /// Committed only: no contents yet.
     None,
     /// In the snapshot.
-    Inline(ProofBatch),
+    Inline(Box<ProofBatch>),
     /// Kept by the caller under the batch's key (the store's batch table).
     Elsewhere,
 }
@@ -261,7 +261,7 @@ impl Chain {
             let entity = world.spawn((b.key, b.commitment, b.status, b.tally)).id();
             let contents = match &b.contents {
                 BatchContents::None => None,
-                BatchContents::Inline(p) => Some(p.clone()),
+                BatchContents::Inline(p) => Some((**p).clone()),
                 BatchContents::Elsewhere => Some(batch(b.key).ok_or(SnapshotError::MissingBatch {
                     height,
                     epoch: b.key.epoch,
@@ -383,7 +383,7 @@ fn batches_of(world: &mut World, inline: bool) -> Vec<BatchSnapshot> {
             tally: *tally,
             contents: match contents {
                 None => BatchContents::None,
-                Some(c) if inline => BatchContents::Inline((*c.0).clone()),
+                Some(c) if inline => BatchContents::Inline(Box::new((*c.0).clone())),
                 Some(_) => BatchContents::Elsewhere,
             },
         })

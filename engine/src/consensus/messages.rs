@@ -20,7 +20,8 @@ use rkyv::{Archive, Deserialize, Serialize};
 use super::ConsensusError;
 use crate::crypto::cache::SigCache;
 use crate::crypto::votes::{
-    EpochHosts, MAX_VOTE_MESSAGE_BYTES, Threshold, VoteSet, VoteTally, verify_vote_set_cached,
+    EpochHosts, MAX_VOTE_MESSAGE_BYTES, Threshold, VoteError, VoteSet, VoteSetBuilder, VoteTally,
+    verify_vote_set_cached,
 };
 use crate::crypto::wire::{WireError, WireMessage};
 use crate::crypto::{Domain, HostKey, SignatureBytes};
@@ -248,6 +249,26 @@ impl Equivocation {
         }
         Ok(a.voter)
     }
+}
+
+/// A finality certificate signed by `signers` (their voting-list positions
+/// and keys): every one precommits `block` at `(height, round)`. For hosts
+/// that finalize without a network (tests, tools, benches); the result
+/// passes [`verify_finality`] only when the signers hold more than two
+/// thirds of the weight.
+pub fn certify(
+    hosts: &EpochHosts,
+    height: u64,
+    round: u32,
+    block: &Hash32,
+    signers: &[(usize, &HostKey)],
+) -> Result<VoteSet, VoteError> {
+    let message = vote_message(height, round, VoteKind::Precommit, Some(block));
+    let mut builder = VoteSetBuilder::new(hosts, Domain::BlockVote, &message);
+    for &(position, key) in signers {
+        builder.add(position, &key.sign(Domain::BlockVote, &message))?;
+    }
+    builder.finish()
 }
 
 /// Checks a finality certificate: `set` aggregates precommits for `block` at

@@ -62,7 +62,7 @@ use crate::crypto::votes::{EpochHosts, Threshold, VoteError, VoteSet};
 pub use crate::crypto::cache::SigCache;
 pub use machine::{Consensus, ConsensusStats};
 pub use messages::{
-    Equivocation, Message, Proposal, Vote, VoteKind, proposal_message, verify_finality, vote_message,
+    Equivocation, Message, Proposal, Vote, VoteKind, certify, proposal_message, verify_finality, vote_message,
 };
 pub use proposer::proposer;
 

@@ -678,6 +678,11 @@ pub fn group_shares(
     Ok(slots.zip(sums).map(|(slot, s)| ShareKey::new(slot, s)).collect())
 }
 
+/// A recorded deal as plain data: commitments and encrypted shares.
+type DealBytes = (Vec<PublicKeyBytes>, Vec<[u8; 32]>);
+/// A valid justification as plain data: `(dealer, complainer)` and the shares.
+type JustifiedBytes = ((u32, u32), Vec<[u8; 32]>);
+
 /// A [`Dkg`] as plain data, for the state snapshot: points compressed,
 /// scalars as little-endian bytes.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -686,9 +691,9 @@ pub struct DkgSnapshot {
     /// `(key, first slot, end slot)` per member.
     members: Vec<(PublicKeyBytes, u32, u32)>,
     /// Per member: its deal's commitments and encrypted shares.
-    deals: Vec<Option<(Vec<PublicKeyBytes>, Vec<[u8; 32]>)>>,
+    deals: Vec<Option<DealBytes>>,
     complaints: Vec<(u32, u32)>,
-    justified: Vec<((u32, u32), Vec<[u8; 32]>)>,
+    justified: Vec<JustifiedBytes>,
     bad_justification: Vec<(u32, u32)>,
 }
 
@@ -751,7 +756,7 @@ impl Dkg {
         for (k, shares) in &s.justified {
             let shares = shares
                 .iter()
-                .map(|b| Scalar::from_le_bytes(b))
+                .map(Scalar::from_le_bytes)
                 .collect::<Option<Vec<_>>>()
                 .ok_or_else(|| bad("justified share is not a scalar"))?;
             justified.insert(*k, shares);

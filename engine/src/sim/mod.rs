@@ -16,6 +16,7 @@
 
 pub mod host;
 pub mod network;
+pub mod producer;
 mod report;
 mod runner;
 pub mod users;

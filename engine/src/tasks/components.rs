@@ -113,6 +113,28 @@ pub struct TaskIndex {
     pub disputes: BTreeSet<(u64, Hash32)>,
 }
 
+/// How a task left the state.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskEnd {
+    /// Its check window passed (or a dispute cleared it) and it was paid.
+    Settled,
+    /// A dispute confirmed a mismatch: the payer was refunded.
+    Convicted,
+    /// Never finished in time: the payer was refunded.
+    Expired,
+}
+
+impl TaskEnd {
+    /// The ending in words.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskEnd::Settled => "settled",
+            TaskEnd::Convicted => "convicted of fraud",
+            TaskEnd::Expired => "expired",
+        }
+    }
+}
+
 /// The models a host serves, as a bit mask over the model list: `current`
 /// this epoch (executors are drawn from it), `next` from the next epoch.
 #[derive(Archive, Serialize, Deserialize, Component, Clone, Copy, Debug, Default, PartialEq, Eq)]

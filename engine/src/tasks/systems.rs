@@ -586,6 +586,7 @@ pub fn record_dispute_votes(
         if d.fraud * 2 > d.eligible {
             convict(&params, &registry, &mut ledger, &mut hosts, &task, &f, &d);
             index.by_id.remove(&id);
+            input.closed_tasks.push((task.clone(), TaskEnd::Convicted));
             commands.entity(entity).despawn();
         } else {
             clear(&registry, &mut ledger, &mut hosts, &mut task, &d);
@@ -659,7 +660,7 @@ fn clear(registry: &HostRegistry, ledger: &mut Ledger, hosts: &mut HostBooks, ta
 /// passed it (rounding dust to the executor).
 pub fn settle_tasks(
     mut commands: Commands,
-    input: Res<BlockInput>,
+    mut input: ResMut<BlockInput>,
     params: Res<ChainParams>,
     registry: Res<HostRegistry>,
     mut ledger: ResMut<Ledger>,
@@ -692,6 +693,7 @@ pub fn settle_tasks(
             pay(&mut ledger, &registry, &mut hosts, v, each);
         }
         pay(&mut ledger, &registry, &mut hosts, task.executor, rest - each * passers.len() as u128);
+        input.closed_tasks.push((task.clone(), TaskEnd::Settled));
         commands.entity(entity).despawn();
     }
 }
@@ -700,7 +702,7 @@ pub fn settle_tasks(
 /// and their escrow goes back to the payer.
 pub fn expire_hanging_tasks(
     mut commands: Commands,
-    input: Res<BlockInput>,
+    mut input: ResMut<BlockInput>,
     params: Res<ChainParams>,
     registry: Res<HostRegistry>,
     mut ledger: ResMut<Ledger>,
@@ -721,6 +723,7 @@ pub fn expire_hanging_tasks(
         let Ok(task) = tasks.get(entity) else { continue };
         ledger.refund(&task.payer, task.escrow);
         work(&registry, &mut hosts, task.executor, |w| w.expired += 1);
+        input.closed_tasks.push((task.clone(), TaskEnd::Expired));
         commands.entity(entity).despawn();
     }
 }

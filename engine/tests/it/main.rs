@@ -7,6 +7,8 @@ mod crypto_votes;
 mod economy;
 mod proof_files;
 mod sim;
+mod store;
+mod store_crash;
 
 /// Checks each `(name, encoding, expected hash)`: an encoding's
 /// `H("test/frozen", bytes)` changes only with a new wire version.
