@@ -73,6 +73,7 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<ExitCode> {
         threads,
         batch: 16,
         params: None,
+        difficulty: None,
     };
     let code = match verify_proof_file(&bytes, &opts) {
         Ok(r) => {

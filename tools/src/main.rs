@@ -10,6 +10,7 @@ mod bench;
 mod demo;
 mod dists;
 mod genesis;
+mod inspect;
 mod keygen;
 mod sim;
 mod sprint;
@@ -43,7 +44,8 @@ enum Command {
     },
     /// Mines a Sprint and writes the signed proof batch.
     Sprint(sprint::SprintArgs),
-    /// Verifies a proof file offline: format, claims, signature, recomputed sample.
+    /// Verifies a proof file offline (format, claims, signature, recomputed
+    /// sample), or a stored epoch's Sprint against the chain's verdicts and weights.
     Verify(verify::VerifyArgs),
     /// The local demo: a key, a short Sprint on `small`, and its verification.
     Demo(demo::DemoArgs),
@@ -51,6 +53,8 @@ enum Command {
     Sim(sim::SimArgs),
     /// Writes a genesis file (hosts, keys, weights, parameters) for a simulated network.
     Genesis(genesis::GenesisArgs),
+    /// Reads a host's chain store: heights, hosts, an epoch's Sprint, a task, a block.
+    Inspect(inspect::InspectArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => demo::run(&a),
         Command::Sim(a) => sim::run_sim(&a),
         Command::Genesis(a) => genesis::run(&a),
+        Command::Inspect(a) => inspect::run(&a),
     };
     match result {
         Ok(code) => code,

@@ -55,6 +55,10 @@ pub struct SimArgs {
     /// key seed replace `--hosts` and `--seed`.
     #[arg(long)]
     genesis: Option<std::path::PathBuf>,
+    /// The first honest host keeps its chain store in this (new or empty)
+    /// directory; read it afterwards with `gonka inspect --db`.
+    #[arg(long)]
+    db: Option<std::path::PathBuf>,
 }
 
 fn print_row(r: &EpochRow, wall_s: f64) {
@@ -88,6 +92,7 @@ pub fn run_sim(a: &SimArgs) -> anyhow::Result<ExitCode> {
         users: a.users,
         report_permille: a.report_permille.min(1000),
         on_epoch: Some(print_row),
+        store: a.db.clone(),
         ..defaults
     };
     if let Some(path) = &a.genesis {

@@ -46,6 +46,7 @@ pub struct BatchTally {
 
 /// Where a batch stands.
 #[derive(Archive, Serialize, Deserialize, Component, Clone, Copy, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
 pub enum BatchStatus {
     /// Committed, contents not yet on chain.
     Committed,

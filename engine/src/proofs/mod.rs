@@ -25,7 +25,8 @@ pub use codec::{
 };
 pub use sample::sample_indices;
 pub use verify::{
-    VerifyError, VerifyOptions, VerifyReport, check_batch, expected_difficulty, verify_proof_file,
+    VerifyError, VerifyOptions, VerifyReport, check_batch, expected_difficulty, verify_batch,
+    verify_proof_file,
 };
 
 use gonka_kernels::ModelConfig;

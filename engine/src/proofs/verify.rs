@@ -38,6 +38,9 @@ pub struct VerifyOptions<'a> {
     /// Tolerance and test thresholds; `None` is the function's default
     /// (v1: noise tolerance; v2: exact, no tolerance).
     pub params: Option<ValidationParams>,
+    /// The difficulty the batch must have, where a chain sets it; `None`:
+    /// the function's default for the model (and `r_target`).
+    pub difficulty: Option<Difficulty>,
 }
 
 /// A batch that passed.
@@ -176,6 +179,15 @@ pub fn check_batch(
     pow: PowVersion,
     r_target: Option<f32>,
 ) -> Result<ModelConfig, VerifyError> {
+    check_batch_at(b, sprint_seed, |config| expected_difficulty(pow, r_target, config))
+}
+
+/// [`check_batch`] against the difficulty `expected` gives for the batch's model.
+pub fn check_batch_at(
+    b: &ProofBatch,
+    sprint_seed: &Hash32,
+    expected: impl FnOnce(&ModelConfig) -> Difficulty,
+) -> Result<ModelConfig, VerifyError> {
     if &b.sprint_seed != sprint_seed {
         return Err(VerifyError::WrongSprint {
             found: hex::encode(b.sprint_seed),
@@ -183,7 +195,7 @@ pub fn check_batch(
         });
     }
     let config = b.shape.named_config().ok_or(VerifyError::UnknownModel(b.shape))?;
-    let expected = expected_difficulty(pow, r_target, &config);
+    let expected = expected(&config);
     if b.difficulty != expected {
         return Err(VerifyError::WrongDifficulty { found: b.difficulty, expected });
     }
@@ -208,8 +220,14 @@ pub fn check_batch(
 
 /// Verifies a proof file end to end.
 pub fn verify_proof_file(bytes: &[u8], opt: &VerifyOptions<'_>) -> Result<VerifyReport, VerifyError> {
-    let batch = decode_proof_file(bytes)?;
-    let config = check_batch(&batch, &opt.sprint_seed, opt.pow, opt.r_target)?;
+    verify_batch(&decode_proof_file(bytes)?, opt)
+}
+
+/// Verifies a decoded batch: every claim, then the validator's sample recomputed.
+pub fn verify_batch(batch: &ProofBatch, opt: &VerifyOptions<'_>) -> Result<VerifyReport, VerifyError> {
+    let config = check_batch_at(batch, &opt.sprint_seed, |config| {
+        opt.difficulty.unwrap_or_else(|| expected_difficulty(opt.pow, opt.r_target, config))
+    })?;
     let commitment = batch.commitment();
     let validator_sig = opt.validator.sign(Domain::ValidationSample, &commitment);
     let picked = sample_indices(&validator_sig, batch.proofs.len(), opt.sample);

@@ -210,6 +210,7 @@ pub struct Volume {
 
 /// Why a host's earnings of an epoch were withheld.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[rkyv(derive(Debug))]
 pub enum Withheld {
     /// Equivocation, a rejected Sprint batch, a confirmed mismatch, or
     /// inaccurate verdicts ([`EpochWork::inaccurate`]).

@@ -67,6 +67,8 @@ pub struct SimConfig {
     /// chain is rebuilt from the rkyv encoding of its own state snapshot,
     /// the path a node takes when it loads its store.
     pub restart_every_blocks: u64,
+    /// The first honest host keeps its chain store here (an empty or new directory).
+    pub store: Option<std::path::PathBuf>,
 }
 
 /// The key material of simulated host `index` under `seed` (what a genesis
@@ -98,6 +100,7 @@ impl Default for SimConfig {
             report_permille: 20,
             inference: Default::default(),
             restart_every_blocks: 1,
+            store: None,
         }
     }
 }
@@ -111,4 +114,7 @@ pub enum SimError {
     /// The chain refused the genesis.
     #[error(transparent)]
     Chain(#[from] crate::chain::ChainError),
+    /// The chain store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::ChainStoreError),
 }

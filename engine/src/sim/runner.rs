@@ -20,6 +20,7 @@ use crate::crypto::HostKey;
 use crate::crypto::cache::SigCache;
 use crate::hosts::{HostId, Penalized, Weight};
 use crate::proofs::components::{BatchContents, BatchKey, BatchStatus};
+use crate::store::{ChainStore, StoreConfig};
 
 /// Every host's weight at genesis unless the configuration gives weights.
 const GENESIS_WEIGHT: u64 = 10;
@@ -99,6 +100,8 @@ struct World {
     rounds: BTreeMap<u64, u32>,
     started: Instant,
     users: Users,
+    /// The host that keeps a chain store, and the store.
+    store: Option<(usize, ChainStore)>,
     /// Each host's first epoch with its earnings withheld.
     first_withheld: Vec<Option<u64>>,
 }
@@ -217,6 +220,17 @@ fn setup(config: SimConfig) -> Result<World, SimError> {
         ..SimReport::default()
     };
     let relay_rng = SimRng::new(config.seed, "relay");
+    let store = match (&config.store, roles.iter().position(|&r| r == Role::Honest)) {
+        (Some(dir), Some(host)) => {
+            let store = ChainStore::open(dir, StoreConfig::default())?;
+            if store.tip_height()?.is_some() {
+                return Err(SimError::Config(format!("the store {} already holds blocks", dir.display())));
+            }
+            store.load_or_init(&genesis, cache.clone())?;
+            Some((host, store))
+        }
+        _ => None,
+    };
     Ok(World {
         net: Network::new(network, config.seed),
         config,
@@ -236,6 +250,7 @@ fn setup(config: SimConfig) -> Result<World, SimError> {
         started: Instant::now(),
         first_withheld: vec![None; roles.len()],
         users,
+        store,
     })
 }
 
@@ -574,6 +589,14 @@ impl World {
                 return;
             }
             Ok(r) => {
+                if let Some((keeper, store)) = &self.store
+                    && *keeper == host
+                    && let Err(e) = store.commit(&mut self.hosts[host].chain, &fb, &r)
+                {
+                    self.report.halted += 1;
+                    self.hosts[host].halted = Some(format!("chain store: {e}"));
+                    return;
+                }
                 if let Err(e) = self.maybe_restart(host, height) {
                     self.report.halted += 1;
                     self.hosts[host].halted = Some(e);

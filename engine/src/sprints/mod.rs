@@ -7,3 +7,4 @@ pub mod plugin;
 pub mod systems;
 
 pub use components::*;
+pub use systems::next_weights;

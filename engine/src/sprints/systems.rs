@@ -243,19 +243,11 @@ pub fn rotate_epoch(
         rows.push((id.0, key.0, earned, carried));
     }
     rows.sort_unstable_by_key(|r| r.0);
-    let earned_total: u128 = rows.iter().map(|r| u128::from(r.2)).sum();
-    let mut next: Vec<u64> = if earned_total > 0 {
-        rows.iter().map(|r| r.2).collect()
-    } else {
-        rows.iter().map(|r| r.3).collect()
-    };
-    if next.iter().all(|&w| w == 0) {
-        // Never leave the chain without voters: keep the old weights.
-        next = rows.iter().map(|r| voting.position(r.0).map_or(0, |p| voting.weights[p])).collect();
-    }
-    if let Some(cap) = params.max_weight_share {
-        apply_cap(&mut next, cap);
-    }
+    let earned: Vec<u64> = rows.iter().map(|r| r.2).collect();
+    let carried: Vec<u64> = rows.iter().map(|r| r.3).collect();
+    let voting_now: Vec<u64> =
+        rows.iter().map(|r| voting.position(r.0).map_or(0, |p| voting.weights[p])).collect();
+    let next = next_weights(&earned, &carried, &voting_now, params.max_weight_share);
     for (id, _, mut weight, _, mut duty) in &mut hosts {
         if let Ok(k) = rows.binary_search_by_key(&id.0, |r| r.0) {
             weight.0 = next[k];
@@ -286,6 +278,28 @@ pub fn rotate_epoch(
             }
         }
     }
+}
+
+/// The weights of the next epoch, one per host in registry order: what each
+/// earned in the Sprint (its accepted batch's proofs; zero when penalized
+/// or without a batch); when nobody earned anything (no Sprint), the weights
+/// `carried` over (zero for the penalized); when that too is all zero, the
+/// epoch's `voting` weights, so the chain never loses its voters. Then the
+/// cap, if any.
+pub fn next_weights(
+    earned: &[u64],
+    carried: &[u64],
+    voting: &[u64],
+    cap: Option<crate::params::Share>,
+) -> Vec<u64> {
+    let mut next = if earned.iter().any(|&w| w > 0) { earned.to_vec() } else { carried.to_vec() };
+    if next.iter().all(|&w| w == 0) {
+        next = voting.to_vec();
+    }
+    if let Some(cap) = cap {
+        apply_cap(&mut next, cap);
+    }
+    next
 }
 
 /// Caps every weight at `⌊total·num/den⌋` of the uncapped total (one pass:

@@ -18,6 +18,7 @@
 //! proof batches, validations, ended tasks and snapshots are pruned
 //! [`StoreConfig::retention_epochs`] epochs after their epoch.
 
+pub mod audit;
 pub mod tables;
 
 use std::path::Path;
@@ -150,6 +151,9 @@ impl ChainStore {
                 let state = chain.snapshot(false);
                 self.store.write(|txn| {
                     GENESIS.put(txn, SINGLE, genesis)?;
+                    for (id, host) in genesis.hosts.iter().enumerate() {
+                        HOSTS.put(txn, &host.public_key, &(id as u32))?;
+                    }
                     STATE.put(txn, SINGLE, &state)
                 })?;
                 Ok(chain)
@@ -212,7 +216,7 @@ impl ChainStore {
         Ok(chain?)
     }
 
-    fn inconsistent(&self, why: String) -> ChainStoreError {
+    pub(crate) fn inconsistent(&self, why: String) -> ChainStoreError {
         ChainStoreError::Inconsistent { path: self.path(), why }
     }
 
@@ -373,5 +377,8 @@ fn epoch_record(chain: &mut Chain, epoch: u64, height: u64) -> EpochRecord {
     let mut payouts: Vec<(u32, crate::rewards::Payout)> =
         q.iter(world).filter(|(_, p)| p.epoch == epoch).map(|(i, p)| (i.0, *p)).collect();
     payouts.sort_unstable_by_key(|p| p.0);
-    EpochRecord { epoch, close_height: height, batches, weights, payouts }
+    let mut q = world.query::<(&crate::hosts::HostId, &crate::hosts::Penalized)>();
+    let mut penalized: Vec<u32> = q.iter(world).filter(|(_, p)| p.epoch == epoch).map(|(i, _)| i.0).collect();
+    penalized.sort_unstable();
+    EpochRecord { epoch, close_height: height, batches, weights, payouts, penalized }
 }

@@ -132,6 +132,8 @@ pub struct EpochRecord {
     pub weights: Vec<(u32, PublicKeyBytes, u64)>,
     /// Each host's payout for this epoch.
     pub payouts: Vec<(u32, Payout)>,
+    /// Hosts penalized for equivocation in this epoch (they earn no weight).
+    pub penalized: Vec<u32>,
 }
 
 impl EpochRecord {

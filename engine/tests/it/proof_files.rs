@@ -47,6 +47,7 @@ fn options(validator: &HostKey) -> VerifyOptions<'_> {
         threads: 2,
         batch: 16,
         params: None,
+        difficulty: None,
     }
 }
 

@@ -2,3 +2,4 @@
 //! codes and messages a person or a script relies on.
 
 mod cli;
+mod store;
