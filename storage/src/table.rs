@@ -153,6 +153,19 @@ impl<V: Record> Table<V> {
             .map_err(|error| corrupt(self.def, key, format!("deserialize: {}", error_chain(&error))))
     }
 
+    /// The checks of [`get`](Table::get) on bytes from elsewhere (a fuzzer,
+    /// a repair tool): `key` only names the value in the error.
+    pub fn decode<'b>(&self, key: &[u8], bytes: &'b [u8]) -> Result<&'b V::Archived, StoreError> {
+        access::<V>(self.def, key, bytes)
+    }
+
+    /// The checks of [`get_owned`](Table::get_owned) on bytes from elsewhere.
+    pub fn decode_owned(&self, key: &[u8], bytes: &[u8]) -> Result<V, StoreError> {
+        let archived = self.decode(key, bytes)?;
+        rkyv::deserialize::<V, BoxedError>(archived)
+            .map_err(|error| corrupt(self.def, key, format!("deserialize: {}", error_chain(&error))))
+    }
+
     /// The raw bytes under `key`, unvalidated.
     pub fn get_bytes<'t>(&self, txn: &'t impl Txn, key: &[u8]) -> Result<Option<&'t [u8]>, StoreError> {
         let table = self.raw(txn.store(), key)?;

@@ -211,3 +211,171 @@ fn a_store_of_another_chain_is_refused() {
         other => panic!("another chain's genesis must be refused, got {other:?}"),
     }
 }
+
+#[test]
+fn stored_formats_are_frozen() {
+    use gonka_engine::chain::snapshot::{BatchContents, BatchSnapshot};
+    use gonka_engine::chain::types::BatchVerdict;
+    use gonka_engine::crypto::votes::VoteSet;
+    use gonka_engine::crypto::wire::encode;
+    use gonka_engine::proofs::components::{BatchCommitment, BatchKey, BatchStatus, BatchTally};
+    use gonka_engine::proofs::{Difficulty, ModelShape, ProofBatch, ProofEntry};
+    use gonka_engine::rewards::{EpochWork, Payout, Withheld};
+    use gonka_engine::tasks::{Check, Dispute, Finished, Task, TaskEnd, TaskStatus};
+    use gonka_engine::validations::ValidationReport;
+    // Change these hashes only together with `FORMAT_VERSION`.
+    assert_eq!(FORMAT_VERSION, 1, "a new format version needs new frozen hashes");
+    let finished = Finished {
+        height: 9,
+        output: [1; 32],
+        artifact: [2; 32],
+        tokens: 17,
+        cost: 1234,
+        cancelled: false,
+        rate: 250_000,
+        checks_until: 13,
+    };
+    let dispute = Dispute {
+        opened: 10,
+        until: 20,
+        report_fee: 5,
+        fraud: 30,
+        clear: 10,
+        eligible: 70,
+        votes: [(1, true), (3, false)].into_iter().collect(),
+    };
+    let task = Task {
+        id: [3; 32],
+        payer: [4; 48],
+        model: 1,
+        prompt: [5; 32],
+        max_tokens: 64,
+        max_cost: 9999,
+        escrow: 9999,
+        requested: 8,
+        intermediary: 2,
+        executor: 0,
+        status: TaskStatus::Disputed(finished, dispute),
+        checks: vec![Check { validator: 1, pass: false }],
+    };
+    let work = EpochWork { assigned: 3, finished: 2, tokens: 40, checks: 1, ..EpochWork::default() };
+    let payout = Payout { epoch: 2, earned: 777, withheld: Some(Withheld::TooLittleWork), work };
+    let commitment = BatchCommitment { commitment: [6; 32], proofs: 2, height: 30 };
+    let tally = BatchTally { accept: 20, reject: 1, validating: 30 };
+    let epoch = EpochRecord {
+        epoch: 2,
+        close_height: 119,
+        batches: vec![BatchOutcome { host: 1, commitment, status: BatchStatus::Accepted, tally }],
+        weights: vec![(0, [7; 48], 5), (1, [8; 48], 2)],
+        payouts: vec![(1, payout)],
+        penalized: vec![0],
+    };
+    let batch = ProofBatch {
+        sprint_seed: [9; 32],
+        shape: ModelShape::of(&gonka_kernels::config::TINY),
+        pubkey: [10; 48],
+        difficulty: Difficulty::V2 { nonces_per_proof: 256 },
+        nonces_tried: 600,
+        proofs: vec![ProofEntry { nonce: 3, score: 0.001 }, ProofEntry { nonce: 9, score: 0.002 }],
+        signature: [11; 96],
+    };
+    // The genesis state of the test chain, plus one of everything its
+    // collections hold.
+    let mut state =
+        Chain::from_genesis(&genesis(), SigCache::default()).expect("valid genesis").snapshot(true);
+    state.tasks.push(task.clone());
+    state.batches.push(BatchSnapshot {
+        key: BatchKey { epoch: 2, host: 1 },
+        commitment,
+        status: BatchStatus::Submitted,
+        tally,
+        contents: BatchContents::Inline(Box::new(batch)),
+    });
+    state.hosts[0].payout = Some(payout);
+    let report = ValidationReport {
+        epoch: 2,
+        validator: 3,
+        verdicts: vec![BatchVerdict { host: 1, accept: true }],
+        height: 31,
+    };
+    let finality = FinalityRecord {
+        round: 1,
+        finality: VoteSet { message: vec![1, 2, 3], signers: vec![0b1011], signature: [12; 96] },
+        state_root: [13; 32],
+    };
+    let cases: [(&str, Vec<u8>, &str); 7] = [
+        (
+            "finality record",
+            encode(&finality),
+            "56a52164d72ae7eb7e44fd62bbd354859f9fdc89188de3c13bda1b18ce5fe278",
+        ),
+        (
+            "transaction location",
+            encode(&TxLocation { height: 5, index: 2, ok: true }),
+            "92956cfd7da1137bcfde0fcd34b8814fb5ee7f092c5e7be982b2642b3c772075",
+        ),
+        (
+            "task record",
+            encode(&TaskRecord { task, end: Some((40, TaskEnd::Convicted)) }),
+            "c20e473fae4ae09371e69db52f2b15cd4c03ccea8268f612d22dd645adcb157d",
+        ),
+        (
+            "task end",
+            encode(&TaskEnd::Expired),
+            "b376f2bfc5e4559a1836ff15002722f565ecf40d6c33075d49eb92950bf22ded",
+        ),
+        ("epoch record", encode(&epoch), "e5993212debadc78269b3f94ffd223b573b77c1306fcff4bafefe2877bddda88"),
+        (
+            "validation report",
+            encode(&report),
+            "be1a249a99876b1127f571a1eca46c94d033fda78a065cdb20c51d4736d9d376",
+        ),
+        (
+            "state snapshot",
+            encode(&state),
+            "4d290b8b29937cbb11d55b4ecb3739b4a732421f54fd3c69a510c36881aedbf1",
+        ),
+    ];
+    crate::assert_frozen(&cases);
+}
+
+#[test]
+fn a_store_of_another_format_version_is_refused_with_both_versions_named() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = gonka_storage::StoreOptions::new(SCHEMA, FORMAT_VERSION + 1, TABLES);
+    drop(gonka_storage::Store::open(dir.path(), options).expect("a store of the next version"));
+    let err = ChainStore::open(dir.path(), config()).expect_err("another format version is refused");
+    let text = err.to_string();
+    assert!(text.contains(&format!("version {}", FORMAT_VERSION + 1)), "{text}");
+    assert!(text.contains(&format!("version {FORMAT_VERSION}")), "{text}");
+}
+
+/// `cargo test -p gonka-engine --test it write_store_fuzz_seeds -- --ignored`.
+#[test]
+#[ignore = "writes seed files under fuzz/; run by hand when a stored format changes"]
+fn write_store_fuzz_seeds() {
+    // One stored value of every table after a little more than an epoch.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store =
+        ChainStore::open(dir.path(), StoreConfig { snapshot_every_blocks: 5, ..config() }).expect("opens");
+    let mut producer = resume(&store, &SigCache::default());
+    let epoch = producer.chain().params().epoch_blocks;
+    for _ in 0..epoch + 25 {
+        let (fb, report) = producer.next(Vec::new()).expect("applies");
+        store.commit(producer.chain(), &fb, &report).expect("stored");
+    }
+    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/store_value_decode");
+    std::fs::create_dir_all(&seeds).expect("seed directory");
+    let txn = store.read().expect("read");
+    for (selector, def) in TABLES.iter().enumerate() {
+        // Read as `u8` archives (any non-empty value validates as one): the
+        // iteration only serves to find a key.
+        let table: gonka_storage::Table<u8> = gonka_storage::Table::new(def);
+        let mut entries = table.iter(&txn).expect("read");
+        let Some(Ok((key, _))) = entries.next() else { panic!("table {} is empty", def.name) };
+        let bytes = table.get_bytes(&txn, key).expect("read").expect("present");
+        let mut seed = vec![selector as u8];
+        seed.extend_from_slice(bytes);
+        std::fs::write(seeds.join(def.name), seed).expect("the seed directory is writable");
+    }
+}
