@@ -5,6 +5,9 @@
 //! lands it holds the frame limits and the length-prefixed frame header that
 //! every connection will use: a `u32` little-endian length, then the body.
 
+pub mod api;
+pub mod peer;
+
 /// Largest frame a peer may send: a full proof batch of a long Sprint plus headroom.
 pub const MAX_FRAME_BYTES: u32 = 16 << 20;
 

@@ -1,0 +1,1 @@
+//! Authenticated peer connections: handshake, framing, limits, bans, gossip. (In progress.)
