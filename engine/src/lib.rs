@@ -33,6 +33,7 @@ pub mod chain;
 pub mod consensus;
 pub mod crypto;
 pub mod hosts;
+pub mod node;
 pub mod params;
 pub mod proofs;
 pub mod rewards;

@@ -103,3 +103,13 @@ impl Genesis {
         Ok(())
     }
 }
+
+impl crate::crypto::wire::WireMessage for Genesis {
+    const KIND: &'static str = "genesis";
+    const MAX_BYTES: usize = 64 << 20;
+    fn check_bounds(&self) -> Result<(), crate::crypto::wire::WireError> {
+        use crate::crypto::wire::bound;
+        bound(Self::KIND, "hosts", self.hosts.len(), crate::crypto::votes::MAX_HOSTS)?;
+        bound(Self::KIND, "accounts", self.accounts.len(), 1 << 20)
+    }
+}

@@ -324,6 +324,12 @@ impl Chain {
         self.world.get::<crate::proofs::components::BatchContents>(entity).map(|c| (*c.0).clone())
     }
 
+    /// The open task `id`.
+    pub fn task(&self, id: &Hash32) -> Option<&crate::tasks::Task> {
+        let entity = *self.world.resource::<crate::tasks::TaskIndex>().by_id.get(id)?;
+        self.world.get::<crate::tasks::Task>(entity)
+    }
+
     /// The memo of verified signatures this replica shares.
     pub fn sig_cache(&self) -> &SigCache {
         &self.cache

@@ -46,6 +46,13 @@ impl HostKey {
         Self { sk }
     }
 
+    /// A second handle on the same secret, for another part of this host
+    /// (its consensus signer beside its agent). Not `Clone`, so that copies
+    /// of a secret are always deliberate.
+    pub fn duplicate(&self) -> Self {
+        Self { sk: self.sk.clone() }
+    }
+
     /// The compressed public key.
     pub fn public_key(&self) -> PublicKeyBytes {
         self.sk.sk_to_pk().compress()

@@ -69,11 +69,14 @@ pub enum Domain {
     PeerHandshake,
     /// Proof of possession of a secret key, at registration.
     ProofOfPossession,
+    /// A host's derivation of its own local secrets (agent entropy); such a
+    /// signature never leaves the host.
+    LocalSecret,
 }
 
 impl Domain {
     /// Every domain, for tests and documentation.
-    pub const ALL: [Domain; 9] = [
+    pub const ALL: [Domain; 10] = [
         Domain::ProofBatch,
         Domain::ValidationSample,
         Domain::BlockVote,
@@ -83,6 +86,7 @@ impl Domain {
         Domain::Transaction,
         Domain::PeerHandshake,
         Domain::ProofOfPossession,
+        Domain::LocalSecret,
     ];
 
     /// The hash-to-curve domain-separation tag (RFC 9380 style suite name).
@@ -97,6 +101,7 @@ impl Domain {
             Domain::Transaction => b"GONKA-V1-TRANSACTION_BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_",
             Domain::PeerHandshake => b"GONKA-V1-PEER-HANDSHAKE_BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_",
             Domain::ProofOfPossession => b"GONKA-V1-POP_BLS_POP_BLS12381G2_XMD:SHA-256_SSWU_RO_",
+            Domain::LocalSecret => b"GONKA-V1-LOCAL-SECRET_BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_",
         }
     }
 }

@@ -5,6 +5,7 @@ mod crypto_beacon;
 mod crypto_selection;
 mod crypto_votes;
 mod economy;
+mod localnet;
 mod proof_files;
 mod sim;
 mod store;

@@ -1,0 +1,222 @@
+//! `node.toml`: what one host needs to run, and the local network writer
+//! that makes a directory of them.
+//!
+//! ```text
+//! localnet/
+//! ├── genesis.bin          rkyv Genesis: hosts, funded users, parameters
+//! ├── host-0/
+//! │   ├── node.toml        this file's format
+//! │   ├── host.key         BLS secret key, mode 0600
+//! │   └── chain/           the chain store (created on first run)
+//! ├── …
+//! └── users/user-0.key     payer accounts behind the API keys
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::chain::genesis::GenesisAccount;
+use crate::chain::{Genesis, GenesisHost};
+use crate::crypto::HostKey;
+use crate::crypto::wire::{decode, encode};
+use crate::params::{Amount, ChainParams};
+use crate::proofs::{Difficulty, ModelShape};
+
+/// Largest config or genesis file read.
+const MAX_FILE_BYTES: u64 = 64 << 20;
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file is not in its format.
+    #[error("{path}: {why}")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// One API key and the payer account it spends from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApiKeyConfig {
+    /// The bearer token clients send.
+    pub key: String,
+    /// The payer's key file (relative to the config file's directory).
+    pub account_key_file: PathBuf,
+}
+
+/// `node.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// Where the chain store lives (relative paths are from the config file's directory).
+    pub data_dir: PathBuf,
+    /// The host's key file.
+    pub key_file: PathBuf,
+    /// The genesis file (rkyv).
+    pub genesis_file: PathBuf,
+    /// Peer listen address.
+    pub listen: SocketAddr,
+    /// Peers to dial.
+    pub peers: Vec<SocketAddr>,
+    /// HTTP API listen address.
+    pub api: SocketAddr,
+    /// API keys.
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyConfig>,
+    /// Nonces the miner computes per Sprint.
+    pub nonces_per_sprint: u64,
+    /// Cores for mining and validation.
+    pub threads: usize,
+}
+
+impl NodeConfig {
+    /// Reads `path`; relative paths in it become relative to its directory.
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        let text = read_bounded(path)?;
+        let text = String::from_utf8(text)
+            .map_err(|_| ConfigError::Malformed { path: path.into(), why: "not UTF-8".into() })?;
+        let mut c: NodeConfig = toml::from_str(&text)
+            .map_err(|e| ConfigError::Malformed { path: path.into(), why: e.to_string() })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut c.data_dir, &mut c.key_file, &mut c.genesis_file] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        for k in &mut c.api_keys {
+            if k.account_key_file.is_relative() {
+                k.account_key_file = base.join(&k.account_key_file);
+            }
+        }
+        Ok(c)
+    }
+
+    /// Writes the config to `path`.
+    pub fn write(&self, path: &Path) -> Result<(), ConfigError> {
+        let text = toml::to_string_pretty(self)
+            .map_err(|e| ConfigError::Malformed { path: path.into(), why: e.to_string() })?;
+        gonka_storage::write_atomic(path, text.as_bytes(), 0o644)
+            .map_err(|source| ConfigError::Io { path: path.into(), source })
+    }
+}
+
+fn read_bounded(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let io = |source| ConfigError::Io { path: path.into(), source };
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    if len > MAX_FILE_BYTES {
+        return Err(ConfigError::Malformed { path: path.into(), why: format!("{len} bytes is too large") });
+    }
+    std::fs::read(path).map_err(io)
+}
+
+/// Reads a genesis file written by [`write_genesis`].
+pub fn read_genesis(path: &Path) -> Result<Genesis, ConfigError> {
+    let bytes = read_bounded(path)?;
+    decode::<Genesis>(&bytes).map_err(|e| ConfigError::Malformed { path: path.into(), why: e.to_string() })
+}
+
+/// Writes `genesis` to `path`.
+pub fn write_genesis(path: &Path, genesis: &Genesis) -> Result<(), ConfigError> {
+    gonka_storage::write_atomic(path, &encode(genesis), 0o644)
+        .map_err(|source| ConfigError::Io { path: path.into(), source })
+}
+
+/// The local network's parameters: `tiny`'s epoch layout, the `small` model
+/// for the Sprint, timeouts for real processes on one machine.
+pub fn localnet_params() -> ChainParams {
+    ChainParams {
+        pow_shape: ModelShape::of(&gonka_kernels::config::SMALL),
+        pow_difficulty: Difficulty::V2 { nonces_per_proof: 256 },
+        timeout_propose_ms: 1_500,
+        timeout_vote_ms: 600,
+        timeout_step_ms: 400,
+        block_interval_ms: 200,
+        ..ChainParams::tiny()
+    }
+}
+
+/// Each user's genesis balance on the local network.
+pub const LOCALNET_USER_FUNDS: Amount = 1_000_000_000_000;
+/// Nonces each local host mines per Sprint (about 16 proofs at 1 in 256).
+pub const LOCALNET_NONCES: u64 = 4096;
+
+/// Writes a local network of `hosts` hosts under `dir`: keys, users, the
+/// genesis and one `node.toml` per host, peers on loopback from `base_port`
+/// (API ports from `base_port + 1000`). Returns the config paths.
+pub fn write_localnet(dir: &Path, hosts: usize, base_port: u16) -> Result<Vec<PathBuf>, ConfigError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ConfigError::Io { path: path.clone(), source }
+    };
+    std::fs::create_dir_all(dir.join("users")).map_err(io(dir))?;
+    let keys: Vec<HostKey> = (0..hosts).map(|_| generate()).collect::<Result<_, _>>()?;
+    let users: Vec<HostKey> = (0..hosts).map(|_| generate()).collect::<Result<_, _>>()?;
+    let mut accounts: Vec<GenesisAccount> =
+        users.iter().map(|u| GenesisAccount { key: u.public_key(), balance: LOCALNET_USER_FUNDS }).collect();
+    accounts.sort_by_key(|a| a.key);
+    let genesis = Genesis {
+        params: localnet_params(),
+        seed: random32()?,
+        hosts: keys.iter().map(|k| GenesisHost::new(k, 10)).collect(),
+        accounts,
+        reserve: LOCALNET_USER_FUNDS * 100,
+    };
+    let genesis_path = dir.join("genesis.bin");
+    write_genesis(&genesis_path, &genesis)?;
+    let peer_addr = |i: usize| SocketAddr::from(([127, 0, 0, 1], base_port + i as u16));
+    let mut paths = Vec::with_capacity(hosts);
+    for (i, (key, user)) in keys.iter().zip(&users).enumerate() {
+        let host_dir = dir.join(format!("host-{i}"));
+        std::fs::create_dir_all(&host_dir).map_err(io(&host_dir))?;
+        let key_file = host_dir.join("host.key");
+        key.save(&key_file)
+            .map_err(|e| ConfigError::Malformed { path: key_file.clone(), why: e.to_string() })?;
+        let user_file = dir.join("users").join(format!("user-{i}.key"));
+        user.save(&user_file)
+            .map_err(|e| ConfigError::Malformed { path: user_file.clone(), why: e.to_string() })?;
+        let config = NodeConfig {
+            data_dir: PathBuf::from("chain"),
+            key_file: PathBuf::from("host.key"),
+            genesis_file: PathBuf::from("../genesis.bin"),
+            listen: peer_addr(i),
+            // Each host dials the ones before it: every pair is connected once.
+            peers: (0..i).map(peer_addr).collect(),
+            api: SocketAddr::from(([127, 0, 0, 1], base_port + 1000 + i as u16)),
+            api_keys: vec![ApiKeyConfig {
+                key: format!("sk-local-{i}"),
+                account_key_file: PathBuf::from(format!("../users/user-{i}.key")),
+            }],
+            nonces_per_sprint: LOCALNET_NONCES,
+            threads: 1,
+        };
+        let path = host_dir.join("node.toml");
+        config.write(&path)?;
+        paths.push(path);
+    }
+    Ok(paths)
+}
+
+fn generate() -> Result<HostKey, ConfigError> {
+    HostKey::generate()
+        .map_err(|e| ConfigError::Malformed { path: PathBuf::from("<random>"), why: e.to_string() })
+}
+
+fn random32() -> Result<[u8; 32], ConfigError> {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b)
+        .map_err(|e| ConfigError::Malformed { path: PathBuf::from("<random>"), why: e.to_string() })?;
+    Ok(b)
+}

@@ -1,0 +1,551 @@
+//! One host's protocol logic, free of sockets and clocks: messages and
+//! timeouts in, [`Output`]s out. The runtime ([`super::runtime`]) feeds it
+//! from the network and a timer; tests feed it directly.
+//!
+//! ```text
+//!  peer message ─► on_message ─┐                         ┌─► Broadcast / Send / Ban
+//!  timeout      ─► on_timeout ─┼─► Consensus ─► actions ─┼─► Schedule(timeout)
+//!  tick         ─► tick       ─┘        │                └─► Committed (status line)
+//!                                Commit ─► Chain::apply ─► ChainStore::commit ─► Agent ─► txs (gossip)
+//! ```
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use gonka_kernels::encoding::{Hash32, tagged_hash};
+
+use super::messages::{MAX_SYNC_BLOCKS, NodeMessage};
+use crate::agent::{Agent, Behavior, ModelCache};
+use crate::chain::types::{Block, FinalBlock, SignedTransaction, Transaction};
+use crate::chain::{ApplyReport, Chain};
+use crate::consensus::{Action, Consensus, HeightContext, Message, Timeout, TimeoutParams};
+use crate::crypto::{Domain, HostKey};
+use crate::sim::host::Mempool;
+use crate::store::ChainStore;
+
+/// Most block bodies kept for the heights being decided.
+const MAX_BODIES: usize = 256;
+
+/// A peer, by its public key bytes (the net layer's identity).
+pub type PeerKey = Vec<u8>;
+
+/// What the runtime must do for the core.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Send to every connected peer.
+    Broadcast(Arc<NodeMessage>),
+    /// Send to one peer.
+    Send(PeerKey, Arc<NodeMessage>),
+    /// Call [`NodeCore::on_timeout`] with this when its time comes.
+    Schedule(Timeout),
+    /// The peer sent something invalid: disconnect and ban it.
+    Ban(PeerKey, String),
+    /// A block was applied and stored.
+    Committed(CommitInfo),
+    /// The node stopped: its replica or its store failed.
+    Halted(String),
+}
+
+/// What a committed block did, for the status line.
+#[derive(Debug, Clone)]
+pub struct CommitInfo {
+    /// Height.
+    pub height: u64,
+    /// Epoch.
+    pub epoch: u64,
+    /// Round it was decided in.
+    pub round: u32,
+    /// Transactions in it, and those that failed.
+    pub transactions: (usize, usize),
+    /// The state root after it.
+    pub state_root: Hash32,
+    /// Where the epoch stands: beacon, sprint, validation or serving.
+    pub phase: &'static str,
+    /// Voting weights now, in voting-list order.
+    pub weights: Vec<u64>,
+    /// Tasks that ended in it.
+    pub tasks_ended: usize,
+}
+
+/// One host: replica, store, consensus, agent and mempool.
+#[derive(Debug)]
+pub struct NodeCore {
+    chain: Chain,
+    store: ChainStore,
+    consensus: Consensus,
+    agent: Agent,
+    models: ModelCache,
+    mempool: Mempool,
+    bodies: BTreeMap<Hash32, Arc<Block>>,
+    /// Heights peers said they need next: who is ahead of us.
+    peer_heights: BTreeMap<PeerKey, u64>,
+    /// The outstanding sync request: (peer, first height, asked at).
+    syncing: Option<(PeerKey, u64, u64)>,
+    /// (height, round, step) at the last tick: unchanged means stuck.
+    progress: Option<(Option<u64>, u32, crate::consensus::Step)>,
+    /// API requests waiting for their completion, by task id.
+    waiters: BTreeMap<Hash32, Waiter>,
+    halted: Option<String>,
+}
+
+/// A completion an API request waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// The task.
+    pub task: Hash32,
+    /// The executor's text (its hash is the task's output commitment on chain).
+    pub text: String,
+    /// Tokens the chain charged.
+    pub tokens: u32,
+    /// Whether the cost hit the request's limit.
+    pub cancelled: bool,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    reply: flume::Sender<Result<Completion, String>>,
+    /// When the executor was last asked for the text.
+    asked_ms: Option<u64>,
+    /// When the request was sent.
+    since_ms: u64,
+}
+
+/// How long an API request waits for its task before giving up.
+const API_WAIT_MS: u64 = 120_000;
+
+impl NodeCore {
+    /// A host with the key of material `ikm` on `chain` (as loaded from
+    /// `store`), mining `nonces_per_sprint` nonces per Sprint on `threads` cores.
+    pub fn new(
+        chain: Chain,
+        store: ChainStore,
+        key: HostKey,
+        timeouts: TimeoutParams,
+        nonces_per_sprint: u64,
+        threads: usize,
+    ) -> Self {
+        // The agent's secrets (seed reveals, DKG dealings) come from this
+        // host's own signature, so a restarted host derives the same ones.
+        let entropy = tagged_hash("gonka/agent-entropy", &[&key.sign(Domain::LocalSecret, b"agent entropy")]);
+        let consensus_key = key.duplicate();
+        let consensus = Consensus::new(Some(consensus_key), timeouts, chain.sig_cache().clone());
+        let agent = Agent::new(key, entropy, Behavior::honest(nonces_per_sprint), threads)
+            .with_runner(Arc::new(super::inference::StandInModel));
+        Self {
+            chain,
+            store,
+            consensus,
+            agent,
+            models: ModelCache::default(),
+            mempool: Mempool::default(),
+            bodies: BTreeMap::new(),
+            peer_heights: BTreeMap::new(),
+            syncing: None,
+            progress: None,
+            waiters: BTreeMap::new(),
+            halted: None,
+        }
+    }
+
+    /// The replica.
+    pub fn chain(&self) -> &Chain {
+        &self.chain
+    }
+
+    /// Mutable replica access for reads that need queries.
+    pub fn chain_mut(&mut self) -> &mut Chain {
+        &mut self.chain
+    }
+
+    /// The store.
+    pub fn store(&self) -> &ChainStore {
+        &self.store
+    }
+
+    /// Why the node stopped, if it did.
+    pub fn halted(&self) -> Option<&str> {
+        self.halted.as_deref()
+    }
+
+    /// Transactions waiting for a block.
+    pub fn mempool_len(&self) -> usize {
+        self.mempool.len()
+    }
+
+    /// Starts deciding the next height; the agent acts on the loaded state.
+    pub fn start(&mut self, now_ms: u64) -> Vec<Output> {
+        let mut out = Vec::new();
+        let txs = self.agent.on_block(&mut self.chain, &self.models);
+        for tx in txs {
+            self.gossip(tx, &mut out);
+        }
+        self.start_height(now_ms, &mut out);
+        out
+    }
+
+    /// A transaction from this host's users (the API).
+    pub fn submit(&mut self, tx: SignedTransaction) -> Vec<Output> {
+        let mut out = Vec::new();
+        self.gossip(tx, &mut out);
+        out
+    }
+
+    /// An API request: `tx` (an inference request for `task`) goes to the
+    /// network, and `reply` gets the completion once the task is finished
+    /// on chain and its executor sent the text.
+    pub fn submit_api(
+        &mut self,
+        tx: SignedTransaction,
+        task: Hash32,
+        reply: flume::Sender<Result<Completion, String>>,
+        now_ms: u64,
+    ) -> Vec<Output> {
+        let mut out = Vec::new();
+        self.waiters.insert(task, Waiter { reply, asked_ms: None, since_ms: now_ms });
+        self.gossip(tx, &mut out);
+        out
+    }
+
+    /// Asks executors for the texts of finished tasks, answers what can be answered.
+    fn serve_waiters(&mut self, now_ms: u64, out: &mut Vec<Output>) {
+        let me = self.agent.key().public_key();
+        let mut done = Vec::new();
+        for (id, w) in &mut self.waiters {
+            if now_ms > w.since_ms + API_WAIT_MS {
+                done.push((
+                    *id,
+                    Err("no completion in time: the task was not finished, or its text not delivered".into()),
+                ));
+                continue;
+            }
+            let Some(task) = self.chain.task(id) else {
+                // Not on chain yet (or gone: expired tasks leave the state unanswered).
+                continue;
+            };
+            let (crate::tasks::TaskStatus::Finished(f) | crate::tasks::TaskStatus::Disputed(f, _)) =
+                &task.status
+            else {
+                continue;
+            };
+            let executor = self
+                .chain
+                .registry()
+                .entity(task.executor)
+                .and_then(|e| self.chain.world().get::<crate::hosts::HostPublicKey>(e).map(|k| k.0));
+            if executor == Some(me) {
+                let text = super::inference::StandInModel::text(task);
+                let c = Completion { task: *id, text, tokens: f.tokens, cancelled: f.cancelled };
+                done.push((*id, Ok(c)));
+            } else if let Some(executor) = executor
+                && w.asked_ms.is_none_or(|at| now_ms > at + 2_000)
+            {
+                w.asked_ms = Some(now_ms);
+                out.push(Output::Send(executor.to_vec(), Arc::new(NodeMessage::GetTaskOutput { task: *id })));
+            }
+        }
+        for (id, result) in done {
+            if let Some(w) = self.waiters.remove(&id) {
+                let _ = w.reply.send(result);
+            }
+        }
+    }
+
+    /// The executor's text arrived: it must hash to the task's output commitment.
+    fn on_task_output(&mut self, task: Hash32, text: String) {
+        let Some(t) = self.chain.task(&task) else { return };
+        let (crate::tasks::TaskStatus::Finished(f) | crate::tasks::TaskStatus::Disputed(f, _)) = &t.status
+        else {
+            return;
+        };
+        let (tokens, cancelled, output) = (f.tokens, f.cancelled, f.output);
+        let Some(w) = self.waiters.remove(&task) else { return };
+        let result = if super::inference::StandInModel::commitment(&text) == output {
+            Ok(Completion { task, text, tokens, cancelled })
+        } else {
+            Err("the executor's text does not match its output commitment on chain".to_string())
+        };
+        let _ = w.reply.send(result);
+    }
+
+    /// A peer asks for the completion of a task this host executed.
+    fn on_get_task_output(&mut self, peer: &[u8], task: Hash32, out: &mut Vec<Output>) {
+        let me = self.chain.registry().id_of(&self.agent.key().public_key());
+        let Some(t) = self.chain.task(&task) else { return };
+        if Some(t.executor) != me || matches!(t.status, crate::tasks::TaskStatus::Requested) {
+            return;
+        }
+        let text = super::inference::StandInModel::text(t);
+        out.push(Output::Send(peer.to_vec(), Arc::new(NodeMessage::TaskOutput { task, text })));
+    }
+
+    fn gossip(&mut self, tx: SignedTransaction, out: &mut Vec<Output>) {
+        let tx = Arc::new(tx);
+        self.mempool.add(tx.id(), Arc::clone(&tx));
+        out.push(Output::Broadcast(Arc::new(NodeMessage::Tx((*tx).clone()))));
+    }
+
+    fn start_height(&mut self, now_ms: u64, out: &mut Vec<Output>) {
+        let height = self.chain.next_height();
+        if self.halted.is_some() || self.consensus.height() == Some(height) {
+            return;
+        }
+        let ctx = HeightContext {
+            height,
+            hosts: Arc::clone(&self.chain.voting().hosts),
+            proposer_seed: self.chain.proposer_seed(),
+        };
+        let actions = self.consensus.start_height(ctx, now_ms);
+        self.act(actions, now_ms, out);
+    }
+
+    /// A message from `peer`.
+    pub fn on_message(&mut self, peer: &[u8], msg: NodeMessage, now_ms: u64) -> Vec<Output> {
+        let mut out = Vec::new();
+        if self.halted.is_some() {
+            return out;
+        }
+        match msg {
+            NodeMessage::Tx(tx) => {
+                let id = tx.id();
+                self.mempool.add(id, Arc::new(tx));
+            }
+            NodeMessage::Vote(v) => {
+                let actions = self.consensus.on_vote(&v, now_ms);
+                self.act(actions, now_ms, &mut out);
+            }
+            NodeMessage::Proposal { proposal, block } => {
+                let valid = proposal.height == self.chain.next_height()
+                    && block.header.hash() == proposal.block
+                    && self.chain.check_proposal(&block).is_ok();
+                if block.header.hash() == proposal.block && self.bodies.len() < MAX_BODIES {
+                    self.bodies.insert(proposal.block, Arc::new(block));
+                }
+                let actions = self.consensus.on_proposal(&proposal, valid, now_ms);
+                self.act(actions, now_ms, &mut out);
+            }
+            NodeMessage::Status { next_height } => {
+                self.peer_heights.insert(peer.to_vec(), next_height);
+                self.maybe_sync(now_ms, &mut out);
+            }
+            NodeMessage::GetBlocks { from, count } => {
+                let mut blocks = Vec::new();
+                for height in from..from.saturating_add(u64::from(count.min(MAX_SYNC_BLOCKS))) {
+                    match self.store.final_block(height) {
+                        Ok(Some(fb)) => blocks.push(fb),
+                        _ => break,
+                    }
+                }
+                if !blocks.is_empty() {
+                    out.push(Output::Send(peer.to_vec(), Arc::new(NodeMessage::Blocks(blocks))));
+                }
+            }
+            NodeMessage::Blocks(blocks) => {
+                self.catch_up(peer, blocks, now_ms, &mut out);
+            }
+            NodeMessage::GetTaskOutput { task } => self.on_get_task_output(peer, task, &mut out),
+            NodeMessage::TaskOutput { task, text } => self.on_task_output(task, text),
+        }
+        out
+    }
+
+    /// Asks the most advanced peer for the blocks we miss, one request at a time.
+    fn maybe_sync(&mut self, now_ms: u64, out: &mut Vec<Output>) {
+        let next = self.chain.next_height();
+        if let Some((_, from, at)) = &self.syncing
+            && *from == next
+            && now_ms < at + 2_000
+        {
+            return;
+        }
+        let ahead = self.peer_heights.iter().filter(|(_, h)| **h > next).max_by_key(|(_, h)| **h);
+        let Some((peer, &their)) = ahead else {
+            self.syncing = None;
+            return;
+        };
+        // One height behind is normal during a round; ask when a block is surely final.
+        if their <= next + 1 && self.consensus.height() == Some(next) && self.syncing.is_none() {
+            return;
+        }
+        let count = u32::try_from(their - next).unwrap_or(u32::MAX).min(MAX_SYNC_BLOCKS);
+        self.syncing = Some((peer.clone(), next, now_ms));
+        out.push(Output::Send(peer.clone(), Arc::new(NodeMessage::GetBlocks { from: next, count })));
+    }
+
+    /// Applies final blocks a peer sent, in order; a block whose finality
+    /// does not verify bans the peer.
+    fn catch_up(&mut self, peer: &[u8], blocks: Vec<FinalBlock>, now_ms: u64, out: &mut Vec<Output>) {
+        self.syncing = None;
+        for fb in blocks {
+            let height = fb.block.header.height;
+            if height != self.chain.next_height() {
+                continue;
+            }
+            self.start_height(now_ms, out);
+            let hash = fb.block.header.hash();
+            self.bodies.entry(hash).or_insert_with(|| Arc::new(fb.block.clone()));
+            match self.consensus.on_finality(height, fb.round, hash, fb.finality.clone()) {
+                Ok(actions) => self.act(actions, now_ms, out),
+                Err(e) => {
+                    out.push(Output::Ban(peer.to_vec(), format!("sync block {height}: {e}")));
+                    return;
+                }
+            }
+            if self.halted.is_some() {
+                return;
+            }
+        }
+        self.maybe_sync(now_ms, out);
+    }
+
+    /// A scheduled timeout fired.
+    pub fn on_timeout(&mut self, t: Timeout, now_ms: u64) -> Vec<Output> {
+        let mut out = Vec::new();
+        if self.halted.is_none() {
+            let actions = self.consensus.on_timeout(t, now_ms);
+            self.act(actions, now_ms, &mut out);
+        }
+        out
+    }
+
+    /// Periodic: announce our height (laggards sync from us), resend our
+    /// consensus messages when nothing moved since the last tick, sync if behind.
+    pub fn tick(&mut self, now_ms: u64) -> Vec<Output> {
+        let mut out = Vec::new();
+        if self.halted.is_some() {
+            return out;
+        }
+        let next_height = self.chain.next_height();
+        out.push(Output::Broadcast(Arc::new(NodeMessage::Status { next_height })));
+        let progress = (self.consensus.height(), self.consensus.round(), self.consensus.step());
+        if self.progress.replace(progress) == Some(progress) {
+            for m in self.consensus.rebroadcast() {
+                match m {
+                    Message::Proposal(p) => {
+                        if let Some(block) = self.bodies.get(&p.block) {
+                            let block = (**block).clone();
+                            out.push(Output::Broadcast(Arc::new(NodeMessage::Proposal {
+                                proposal: p,
+                                block,
+                            })));
+                        }
+                    }
+                    Message::Vote(v) => out.push(Output::Broadcast(Arc::new(NodeMessage::Vote(v)))),
+                }
+            }
+            // Transactions not yet in a block go out again (a peer may have joined since).
+            for tx in self.mempool.take(64) {
+                out.push(Output::Broadcast(Arc::new(NodeMessage::Tx(tx))));
+            }
+        }
+        self.maybe_sync(now_ms, &mut out);
+        self.serve_waiters(now_ms, &mut out);
+        out
+    }
+
+    fn act(&mut self, actions: Vec<Action>, now_ms: u64, out: &mut Vec<Output>) {
+        let mut pending = VecDeque::from(actions);
+        while let Some(action) = pending.pop_front() {
+            match action {
+                Action::BuildBlock { height, round } => {
+                    let me = self.chain.registry().id_of(&self.agent.key().public_key());
+                    let Some(me) = me.and_then(|id| self.chain.voting().position(id)) else { continue };
+                    let max = self.chain.params().max_block_transactions as usize;
+                    let block = self.chain.build_block(round, me as u32, self.mempool.take(max));
+                    let hash = block.header.hash();
+                    self.bodies.insert(hash, Arc::new(block));
+                    pending.extend(self.consensus.propose(height, round, hash, now_ms));
+                }
+                Action::CheckProposal(p) => {
+                    let valid = self
+                        .bodies
+                        .get(&p.block)
+                        .is_some_and(|b| b.header.hash() == p.block && self.chain.check_proposal(b).is_ok());
+                    pending.extend(self.consensus.on_proposal(&p, valid, now_ms));
+                }
+                Action::Broadcast(Message::Proposal(p)) => {
+                    let Some(block) = self.bodies.get(&p.block) else { continue };
+                    let block = (**block).clone();
+                    out.push(Output::Broadcast(Arc::new(NodeMessage::Proposal { proposal: p, block })));
+                }
+                Action::Broadcast(Message::Vote(v)) => {
+                    out.push(Output::Broadcast(Arc::new(NodeMessage::Vote(v))));
+                }
+                Action::ScheduleTimeout(t) => out.push(Output::Schedule(t)),
+                Action::Commit { height, round, block, finality } => {
+                    self.commit(height, round, block, finality, now_ms, out);
+                    if self.halted.is_some() {
+                        return;
+                    }
+                }
+                Action::Evidence(e) => {
+                    let tx = SignedTransaction::sign(self.agent.key(), Transaction::Equivocation(e));
+                    self.gossip(tx, out);
+                }
+            }
+        }
+    }
+
+    fn commit(
+        &mut self,
+        height: u64,
+        round: u32,
+        hash: Hash32,
+        finality: crate::crypto::votes::VoteSet,
+        now_ms: u64,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(block) = self.bodies.get(&hash).cloned() else {
+            // Decided without its body: a peer will send it with the final block.
+            return;
+        };
+        let fb = FinalBlock { block: (*block).clone(), round, finality };
+        let report = match self.chain.apply(&fb) {
+            Ok(r) => r,
+            Err(e) => return self.halt(format!("block {height}: {e}"), out),
+        };
+        if let Err(e) = self.store.commit(&mut self.chain, &fb, &report) {
+            return self.halt(format!("storing block {height}: {e}"), out);
+        }
+        let ids: Vec<Hash32> = fb.block.transactions.iter().map(SignedTransaction::id).collect();
+        self.mempool.remove_included(&ids);
+        self.bodies.retain(|_, b| b.header.height > height);
+        out.push(Output::Committed(self.commit_info(height, round, &report)));
+        let txs = self.agent.on_block(&mut self.chain, &self.models);
+        for tx in txs {
+            self.gossip(tx, out);
+        }
+        self.serve_waiters(now_ms, out);
+        self.start_height(now_ms, out);
+    }
+
+    fn commit_info(&self, height: u64, round: u32, report: &ApplyReport) -> CommitInfo {
+        let failed = report.receipts.iter().filter(|r| r.is_err()).count();
+        CommitInfo {
+            height,
+            epoch: self.chain.clock().epoch,
+            round,
+            transactions: (report.receipts.len(), failed),
+            state_root: report.state_root,
+            phase: phase(&self.chain.sprint(), height),
+            weights: self.chain.voting().weights.clone(),
+            tasks_ended: report.closed_tasks.len(),
+        }
+    }
+
+    fn halt(&mut self, why: String, out: &mut Vec<Output>) {
+        self.halted = Some(why.clone());
+        out.push(Output::Halted(why));
+    }
+}
+
+/// The epoch's phase at `height`: the beacon until the Sprint seed is
+/// known, then the Sprint, its validation, and serving until the epoch ends.
+fn phase(sprint: &crate::sprints::Sprint, height: u64) -> &'static str {
+    match sprint.seed {
+        None => "beacon",
+        Some(_) if height < sprint.start => "beacon",
+        Some(_) if height <= sprint.end => "sprint",
+        Some(_) if height <= sprint.validation_end => "validation",
+        Some(_) => "serving",
+    }
+}

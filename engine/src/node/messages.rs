@@ -1,0 +1,157 @@
+//! What hosts say to each other: one rkyv enum, one net message kind per
+//! variant (each with its size cap and rate), decoded only through
+//! [`decode_message`] (size, bytecheck, field bounds, kind = variant).
+
+use gonka_kernels::encoding::Hash32;
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::chain::types::{Block, FinalBlock, MAX_BLOCK_BYTES, MAX_TRANSACTION_BYTES, SignedTransaction};
+use crate::consensus::{Message, Proposal, Vote};
+use crate::crypto::wire::{WireError, WireMessage, bound, decode, encode};
+
+/// Most final blocks in one [`NodeMessage::Blocks`] reply.
+pub const MAX_SYNC_BLOCKS: u32 = 32;
+/// Largest encoded sync reply: the blocks' size bound binds first in practice.
+pub const MAX_SYNC_BYTES: usize = 64 << 20;
+
+/// Largest completion text relayed between hosts.
+pub const MAX_TASK_TEXT_BYTES: usize = 1 << 20;
+
+/// A message between hosts.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum NodeMessage {
+    /// A transaction for the mempools (gossip).
+    Tx(SignedTransaction),
+    /// A proposal and its block.
+    Proposal {
+        /// The signed proposal.
+        proposal: Proposal,
+        /// The block it proposes.
+        block: Block,
+    },
+    /// A prevote or a precommit.
+    Vote(Vote),
+    /// The sender's next height: peers behind it ask for blocks.
+    Status {
+        /// The height the sender needs next.
+        next_height: u64,
+    },
+    /// A request for final blocks from `from`, at most `count` (≤ [`MAX_SYNC_BLOCKS`]).
+    GetBlocks {
+        /// First height wanted.
+        from: u64,
+        /// How many.
+        count: u32,
+    },
+    /// Final blocks in height order, answering [`NodeMessage::GetBlocks`].
+    Blocks(Vec<FinalBlock>),
+    /// To a task's executor, from the host its user asked: the completion, please.
+    GetTaskOutput {
+        /// The task.
+        task: Hash32,
+    },
+    /// The executor's completion text of a task (its hash is the task's output commitment).
+    TaskOutput {
+        /// The task.
+        task: Hash32,
+        /// The completion.
+        text: String,
+    },
+}
+
+/// The net message kinds, one per variant.
+pub mod kind {
+    /// [`super::NodeMessage::Tx`].
+    pub const TX: u8 = 1;
+    /// [`super::NodeMessage::Proposal`].
+    pub const PROPOSAL: u8 = 2;
+    /// [`super::NodeMessage::Vote`].
+    pub const VOTE: u8 = 3;
+    /// [`super::NodeMessage::Status`].
+    pub const STATUS: u8 = 4;
+    /// [`super::NodeMessage::GetBlocks`].
+    pub const GET_BLOCKS: u8 = 5;
+    /// [`super::NodeMessage::Blocks`].
+    pub const BLOCKS: u8 = 6;
+    /// [`super::NodeMessage::GetTaskOutput`].
+    pub const GET_TASK_OUTPUT: u8 = 7;
+    /// [`super::NodeMessage::TaskOutput`].
+    pub const TASK_OUTPUT: u8 = 8;
+}
+
+impl NodeMessage {
+    /// Its net message kind.
+    pub fn kind(&self) -> u8 {
+        match self {
+            NodeMessage::Tx(_) => kind::TX,
+            NodeMessage::Proposal { .. } => kind::PROPOSAL,
+            NodeMessage::Vote(_) => kind::VOTE,
+            NodeMessage::Status { .. } => kind::STATUS,
+            NodeMessage::GetBlocks { .. } => kind::GET_BLOCKS,
+            NodeMessage::Blocks(_) => kind::BLOCKS,
+            NodeMessage::GetTaskOutput { .. } => kind::GET_TASK_OUTPUT,
+            NodeMessage::TaskOutput { .. } => kind::TASK_OUTPUT,
+        }
+    }
+
+    /// Its encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+}
+
+/// Largest encoding of each kind, for the net layer's per-kind caps.
+pub fn max_bytes(kind: u8) -> usize {
+    match kind {
+        kind::TX => MAX_TRANSACTION_BYTES + 256,
+        kind::PROPOSAL => MAX_BLOCK_BYTES + 1024,
+        kind::VOTE => 512,
+        kind::STATUS | kind::GET_BLOCKS | kind::GET_TASK_OUTPUT => 64,
+        kind::TASK_OUTPUT => MAX_TASK_TEXT_BYTES + 128,
+        _ => MAX_SYNC_BYTES,
+    }
+}
+
+impl WireMessage for NodeMessage {
+    const KIND: &'static str = "node message";
+    const MAX_BYTES: usize = MAX_SYNC_BYTES;
+    fn check_bounds(&self) -> Result<(), WireError> {
+        match self {
+            NodeMessage::Tx(tx) => tx.check_bounds(),
+            NodeMessage::Proposal { proposal, block } => {
+                Message::Proposal(proposal.clone()).check_bounds()?;
+                block.check_bounds()
+            }
+            NodeMessage::Vote(v) => Message::Vote(v.clone()).check_bounds(),
+            NodeMessage::Status { .. } => Ok(()),
+            NodeMessage::GetBlocks { count, .. } => {
+                bound(Self::KIND, "count", *count as usize, MAX_SYNC_BLOCKS as usize)
+            }
+            NodeMessage::Blocks(blocks) => {
+                bound(Self::KIND, "blocks", blocks.len(), MAX_SYNC_BLOCKS as usize)?;
+                blocks.iter().try_for_each(WireMessage::check_bounds)
+            }
+            NodeMessage::GetTaskOutput { .. } => Ok(()),
+            NodeMessage::TaskOutput { text, .. } => {
+                bound(Self::KIND, "text", text.len(), MAX_TASK_TEXT_BYTES)
+            }
+        }
+    }
+}
+
+/// Decodes a message of net kind `kind` from a peer: the size cap of the
+/// kind, validation, field bounds, and the variant must be the kind's.
+pub fn decode_message(kind: u8, bytes: &[u8]) -> Result<NodeMessage, WireError> {
+    let max = max_bytes(kind);
+    if bytes.len() > max {
+        return Err(WireError::TooLarge { kind: NodeMessage::KIND, len: bytes.len(), max });
+    }
+    let msg = decode::<NodeMessage>(bytes)?;
+    if msg.kind() != kind {
+        return Err(WireError::Malformed {
+            kind: NodeMessage::KIND,
+            reason: format!("a message of kind {} sent as kind {kind}", msg.kind()),
+        });
+    }
+    Ok(msg)
+}

@@ -1,0 +1,10 @@
+//! The host a person runs: its protocol logic ([`core::NodeCore`]), the
+//! messages hosts exchange ([`messages`]), and the runtime that ties them to
+//! the network, a clock, the chain store and the HTTP API.
+
+pub mod api;
+pub mod config;
+pub mod core;
+pub mod inference;
+pub mod messages;
+pub mod runtime;
