@@ -26,7 +26,7 @@ use crate::tasks::{InferenceRequest, TaskStatus, prompt_commitment, task_id};
 /// Tokens a request pays for when it does not say.
 const DEFAULT_MAX_TOKENS: u32 = 64;
 /// How long a request waits for the core to answer a query.
-const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a completion may take from request to text.
 const COMPLETION_TIMEOUT: Duration = Duration::from_secs(150);
 

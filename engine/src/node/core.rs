@@ -281,7 +281,7 @@ impl NodeCore {
     fn gossip(&mut self, tx: SignedTransaction, out: &mut Vec<Output>) {
         let tx = Arc::new(tx);
         self.mempool.add(tx.id(), Arc::clone(&tx));
-        out.push(Output::Broadcast(Arc::new(NodeMessage::Tx((*tx).clone()))));
+        out.push(Output::Broadcast(Arc::new(NodeMessage::Tx(Box::new((*tx).clone())))));
     }
 
     fn start_height(&mut self, now_ms: u64, out: &mut Vec<Output>) {
@@ -307,13 +307,14 @@ impl NodeCore {
         match msg {
             NodeMessage::Tx(tx) => {
                 let id = tx.id();
-                self.mempool.add(id, Arc::new(tx));
+                self.mempool.add(id, Arc::new(*tx));
             }
             NodeMessage::Vote(v) => {
                 let actions = self.consensus.on_vote(&v, now_ms);
                 self.act(actions, now_ms, &mut out);
             }
-            NodeMessage::Proposal { proposal, block } => {
+            NodeMessage::Proposal(p) => {
+                let (proposal, block) = *p;
                 let valid = proposal.height == self.chain.next_height()
                     && block.header.hash() == proposal.block
                     && self.chain.check_proposal(&block).is_ok();
@@ -423,10 +424,9 @@ impl NodeCore {
                     Message::Proposal(p) => {
                         if let Some(block) = self.bodies.get(&p.block) {
                             let block = (**block).clone();
-                            out.push(Output::Broadcast(Arc::new(NodeMessage::Proposal {
-                                proposal: p,
-                                block,
-                            })));
+                            out.push(Output::Broadcast(Arc::new(NodeMessage::Proposal(Box::new((
+                                p, block,
+                            ))))));
                         }
                     }
                     Message::Vote(v) => out.push(Output::Broadcast(Arc::new(NodeMessage::Vote(v)))),
@@ -434,7 +434,7 @@ impl NodeCore {
             }
             // Transactions not yet in a block go out again (a peer may have joined since).
             for tx in self.mempool.take(64) {
-                out.push(Output::Broadcast(Arc::new(NodeMessage::Tx(tx))));
+                out.push(Output::Broadcast(Arc::new(NodeMessage::Tx(Box::new(tx)))));
             }
         }
         self.maybe_sync(now_ms, &mut out);
@@ -465,7 +465,7 @@ impl NodeCore {
                 Action::Broadcast(Message::Proposal(p)) => {
                     let Some(block) = self.bodies.get(&p.block) else { continue };
                     let block = (**block).clone();
-                    out.push(Output::Broadcast(Arc::new(NodeMessage::Proposal { proposal: p, block })));
+                    out.push(Output::Broadcast(Arc::new(NodeMessage::Proposal(Box::new((p, block))))));
                 }
                 Action::Broadcast(Message::Vote(v)) => {
                     out.push(Output::Broadcast(Arc::new(NodeMessage::Vote(v))));

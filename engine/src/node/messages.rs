@@ -20,15 +20,12 @@ pub const MAX_TASK_TEXT_BYTES: usize = 1 << 20;
 /// A message between hosts.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub enum NodeMessage {
-    /// A transaction for the mempools (gossip).
-    Tx(SignedTransaction),
+    /// A transaction for the mempools (gossip). Boxed, like the proposal:
+    /// an archived enum is as large as its largest inline variant, and the
+    /// small messages should stay small.
+    Tx(Box<SignedTransaction>),
     /// A proposal and its block.
-    Proposal {
-        /// The signed proposal.
-        proposal: Proposal,
-        /// The block it proposes.
-        block: Block,
-    },
+    Proposal(Box<(Proposal, Block)>),
     /// A prevote or a precommit.
     Vote(Vote),
     /// The sender's next height: peers behind it ask for blocks.
@@ -84,7 +81,7 @@ impl NodeMessage {
     pub fn kind(&self) -> u8 {
         match self {
             NodeMessage::Tx(_) => kind::TX,
-            NodeMessage::Proposal { .. } => kind::PROPOSAL,
+            NodeMessage::Proposal(_) => kind::PROPOSAL,
             NodeMessage::Vote(_) => kind::VOTE,
             NodeMessage::Status { .. } => kind::STATUS,
             NodeMessage::GetBlocks { .. } => kind::GET_BLOCKS,
@@ -106,7 +103,8 @@ pub fn max_bytes(kind: u8) -> usize {
         kind::TX => MAX_TRANSACTION_BYTES + 256,
         kind::PROPOSAL => MAX_BLOCK_BYTES + 1024,
         kind::VOTE => 512,
-        kind::STATUS | kind::GET_BLOCKS | kind::GET_TASK_OUTPUT => 64,
+        // An archived enum is as large as its largest inline variant (a vote).
+        kind::STATUS | kind::GET_BLOCKS | kind::GET_TASK_OUTPUT => 512,
         kind::TASK_OUTPUT => MAX_TASK_TEXT_BYTES + 128,
         _ => MAX_SYNC_BYTES,
     }
@@ -118,9 +116,9 @@ impl WireMessage for NodeMessage {
     fn check_bounds(&self) -> Result<(), WireError> {
         match self {
             NodeMessage::Tx(tx) => tx.check_bounds(),
-            NodeMessage::Proposal { proposal, block } => {
-                Message::Proposal(proposal.clone()).check_bounds()?;
-                block.check_bounds()
+            NodeMessage::Proposal(p) => {
+                Message::Proposal(p.0.clone()).check_bounds()?;
+                p.1.check_bounds()
             }
             NodeMessage::Vote(v) => Message::Vote(v.clone()).check_bounds(),
             NodeMessage::Status { .. } => Ok(()),
