@@ -206,41 +206,52 @@ impl NodeCore {
         out
     }
 
+    /// Task `id` as the state holds it, or as the store last saw it with its end.
+    fn task_view(&self, id: &Hash32) -> Option<(crate::tasks::Task, Option<crate::tasks::TaskEnd>)> {
+        if let Some(t) = self.chain.task(id) {
+            return Some((t.clone(), None));
+        }
+        let txn = self.store.read().ok()?;
+        let record = crate::store::tables::TASKS.get_owned(&txn, id).ok().flatten()?;
+        Some((record.task, record.end.map(|e| e.1)))
+    }
+
     /// Asks executors for the texts of finished tasks, answers what can be answered.
     fn serve_waiters(&mut self, now_ms: u64, out: &mut Vec<Output>) {
+        use crate::tasks::{TaskEnd, TaskStatus};
         let me = self.agent.key().public_key();
         let mut done = Vec::new();
-        for (id, w) in &mut self.waiters {
+        let ids: Vec<Hash32> = self.waiters.keys().copied().collect();
+        for id in ids {
+            let Some(w) = self.waiters.get(&id) else { continue };
             if now_ms > w.since_ms + API_WAIT_MS {
                 done.push((
-                    *id,
+                    id,
                     Err("no completion in time: the task was not finished, or its text not delivered".into()),
                 ));
                 continue;
             }
-            let Some(task) = self.chain.task(id) else {
-                // Not on chain yet (or gone: expired tasks leave the state unanswered).
+            // Not on chain yet: wait.
+            let Some((task, end)) = self.task_view(&id) else { continue };
+            if let Some(end @ (TaskEnd::Expired | TaskEnd::Convicted)) = end {
+                done.push((id, Err(format!("task {} {}", hex::encode(id), end.name()))));
                 continue;
-            };
-            let (crate::tasks::TaskStatus::Finished(f) | crate::tasks::TaskStatus::Disputed(f, _)) =
-                &task.status
-            else {
-                continue;
-            };
+            }
+            let (TaskStatus::Finished(f) | TaskStatus::Disputed(f, _)) = &task.status else { continue };
             let executor = self
                 .chain
                 .registry()
                 .entity(task.executor)
                 .and_then(|e| self.chain.world().get::<crate::hosts::HostPublicKey>(e).map(|k| k.0));
             if executor == Some(me) {
-                let text = super::inference::StandInModel::text(task);
-                let c = Completion { task: *id, text, tokens: f.tokens, cancelled: f.cancelled };
-                done.push((*id, Ok(c)));
+                let text = super::inference::StandInModel::text(&task);
+                done.push((id, Ok(Completion { task: id, text, tokens: f.tokens, cancelled: f.cancelled })));
             } else if let Some(executor) = executor
+                && let Some(w) = self.waiters.get_mut(&id)
                 && w.asked_ms.is_none_or(|at| now_ms > at + 2_000)
             {
                 w.asked_ms = Some(now_ms);
-                out.push(Output::Send(executor.to_vec(), Arc::new(NodeMessage::GetTaskOutput { task: *id })));
+                out.push(Output::Send(executor.to_vec(), Arc::new(NodeMessage::GetTaskOutput { task: id })));
             }
         }
         for (id, result) in done {
@@ -252,7 +263,10 @@ impl NodeCore {
 
     /// The executor's text arrived: it must hash to the task's output commitment.
     fn on_task_output(&mut self, task: Hash32, text: String) {
-        let Some(t) = self.chain.task(&task) else { return };
+        if !self.waiters.contains_key(&task) {
+            return;
+        }
+        let Some((t, _)) = self.task_view(&task) else { return };
         let (crate::tasks::TaskStatus::Finished(f) | crate::tasks::TaskStatus::Disputed(f, _)) = &t.status
         else {
             return;
@@ -267,14 +281,14 @@ impl NodeCore {
         let _ = w.reply.send(result);
     }
 
-    /// A peer asks for the completion of a task this host executed.
+    /// A peer asks for the completion of a task this host executed (open or ended).
     fn on_get_task_output(&mut self, peer: &[u8], task: Hash32, out: &mut Vec<Output>) {
         let me = self.chain.registry().id_of(&self.agent.key().public_key());
-        let Some(t) = self.chain.task(&task) else { return };
+        let Some((t, _)) = self.task_view(&task) else { return };
         if Some(t.executor) != me || matches!(t.status, crate::tasks::TaskStatus::Requested) {
             return;
         }
-        let text = super::inference::StandInModel::text(t);
+        let text = super::inference::StandInModel::text(&t);
         out.push(Output::Send(peer.to_vec(), Arc::new(NodeMessage::TaskOutput { task, text })));
     }
 
