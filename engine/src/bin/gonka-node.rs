@@ -157,11 +157,14 @@ fn localnet(hosts: usize, dir: Option<PathBuf>, base_port: u16, blocks: Option<u
     }
     let out = children[0].stdout.take().context("host 0's output")?;
     let mut last = None;
+    // When host 0 committed each block: the intervals are the time to finality of the next.
+    let mut commits: Vec<std::time::Instant> = Vec::new();
     for line in BufReader::new(out).lines() {
         let Ok(line) = line else { break };
         println!("{line}");
         if let Some(h) = line.split_whitespace().nth(1).and_then(|h| h.parse::<u64>().ok()) {
             last = Some(h);
+            commits.push(std::time::Instant::now());
         }
         if interrupted.load(std::sync::atomic::Ordering::SeqCst)
             || blocks.is_some_and(|b| last.is_some_and(|h| h + 1 >= b))
@@ -189,6 +192,20 @@ fn localnet(hosts: usize, dir: Option<PathBuf>, base_port: u16, blocks: Option<u
         last.map_or(0, |h| h + 1),
         dir.display()
     );
+    if commits.len() > 2 {
+        let mut gaps: Vec<f64> = commits.windows(2).map(|w| (w[1] - w[0]).as_secs_f64() * 1e3).collect();
+        gaps.sort_by(f64::total_cmp);
+        let at = |q: f64| gaps[((gaps.len() - 1) as f64 * q).round() as usize];
+        let span = (commits[commits.len() - 1] - commits[0]).as_secs_f64();
+        println!(
+            "block time at host 0 over {} blocks: median {:.0} ms, p90 {:.0} ms, max {:.0} ms ({:.1} blocks/s)",
+            gaps.len(),
+            at(0.5),
+            at(0.9),
+            at(1.0),
+            gaps.len() as f64 / span
+        );
+    }
     anyhow::ensure!(failed == 0, "{failed} hosts failed");
     Ok(())
 }
