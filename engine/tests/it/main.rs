@@ -6,6 +6,7 @@ mod crypto_selection;
 mod crypto_votes;
 mod economy;
 mod localnet;
+mod node_messages;
 mod proof_files;
 mod sim;
 mod store;
