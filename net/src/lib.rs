@@ -1,9 +1,29 @@
 //! The wire of the Gonka host: authenticated peer connections on tokio,
 //! framing, gossip, sync requests, back-pressure; the HTTP API server.
 //!
-//! This crate moves bytes and knows no protocol types. Until the peer layer
-//! lands it holds the frame limits and the length-prefixed frame header that
-//! every connection will use: a `u32` little-endian length, then the body.
+//! This crate moves bytes and knows no protocol types: the engine gives them
+//! meaning. Start reading at the two modules:
+//!
+//! - [`peer`]: TCP between hosts. [`peer::Network::start`] returns a
+//!   [`peer::NetHandle`] (send, broadcast, disconnect, ban, shutdown) and the
+//!   bounded receiver of [`peer::NetEvent`]s. In the handshake both sides
+//!   prove their key ([`peer::Identity`]; BLS in the engine) by signing both
+//!   fresh challenges, and chain id and protocol version must match. Each
+//!   message kind has a size cap and a rate limit ([`peer::KindLimit`]); a
+//!   peer that breaks one is banned, by key and IP. [`peer::SeenCache`]
+//!   de-duplicates gossip; [`peer::wire`] is the byte format.
+//! - [`api`]: the HTTP API server.
+//!
+//! Every frame on a peer connection, checked from its header before the body
+//! is read:
+//!
+//! ```text
+//!  ┌──────────────┬──────┬─────────────────────┐
+//!  │ len: u32 LE  │ kind │ body: len - 1 bytes │   1 <= len <= MAX_FRAME_BYTES
+//!  └──────────────┴──────┴─────────────────────┘
+//! ```
+//!
+//! No cargo features.
 
 pub mod api;
 pub mod peer;

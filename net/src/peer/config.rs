@@ -44,6 +44,9 @@ pub struct KindLimit {
     /// Sustained frames per second a peer may send (token-bucket refill rate).
     pub per_second: u32,
     /// Frames a peer may send at once above the sustained rate (bucket size).
+    /// Senders pace themselves with half of it, so the other half is the
+    /// margin for frames that bunch up on the way (network and scheduling
+    /// jitter): make it at least `per_second` times the worst jitter expected.
     pub burst: u32,
 }
 
@@ -80,6 +83,11 @@ pub struct NetConfig {
     pub idle_timeout: Duration,
     /// Most connections at once, inbound and outbound together.
     pub max_peers: usize,
+    /// Whether a ban also covers the peer's IP address (default `true`).
+    /// Turn it off where honest hosts share an address: a local test network
+    /// on one machine, or hosts behind one NAT. Violations before a key is
+    /// proven are then not banned at all, only refused.
+    pub ban_ips: bool,
     /// First wait before redialing.
     pub redial_min: Duration,
     /// Longest wait between redials.
@@ -100,6 +108,7 @@ impl NetConfig {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_peers: DEFAULT_MAX_PEERS,
+            ban_ips: true,
             redial_min: DEFAULT_REDIAL_MIN,
             redial_max: DEFAULT_REDIAL_MAX,
         }

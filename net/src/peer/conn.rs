@@ -23,9 +23,6 @@ use super::{NetError, NetEvent, PeerId, PeerInfo};
 /// Write buffer per connection: small frames are batched into one system
 /// call until the queue runs empty.
 const WRITE_BUFFER_BYTES: usize = 64 << 10;
-/// A wait on the event channel shorter than this is not a stall worth
-/// crediting to the peer's rate limits.
-const STALL_CREDIT_MIN: Duration = Duration::from_millis(5);
 
 /// A message body: owned by one send, or shared by a broadcast.
 #[derive(Debug)]
@@ -414,10 +411,7 @@ async fn receive(
         }
         let after = Instant::now();
         progress.mark(after);
-        let stall = after.saturating_duration_since(now);
-        if stall >= STALL_CREDIT_MIN {
-            limits.credit(stall);
-        }
+        limits.credit(now, after);
     }
 }
 

@@ -220,13 +220,14 @@ pub(crate) async fn fail(
 ) {
     let Failure { reason, peer, action } = failure;
     let told = match action {
-        Action::Ban => {
+        Action::Ban if shared.config.ban_ips => {
             shared.ban(None, Some(addr.ip()), &reason);
             warn!(%addr, ?peer, %reason, "address banned during handshake");
             shared.emit_lossy(NetEvent::Banned { peer: None, addr, reason: reason.clone() });
             Some(format!("{reason}; banned for {} s", shared.config.ban_duration.as_secs()))
         }
-        Action::Reject => {
+        // Without IP bans, a violation before the key is proven is only refused.
+        Action::Ban | Action::Reject => {
             info!(%addr, ?peer, %reason, "handshake refused");
             Some(reason.clone())
         }

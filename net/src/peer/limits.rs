@@ -65,12 +65,15 @@ impl TokenBucket {
         Some(Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX)))
     }
 
-    /// Grants the tokens that `stall` would have refilled, beyond the bucket
-    /// size: frames a peer sent while we were not reading arrive at once later,
-    /// and must not count as a burst.
-    pub(crate) fn credit(&mut self, stall: Duration) {
+    /// Refills for a stall from `from` to `to` without the bucket's cap:
+    /// frames a peer sent while we were not reading arrive at once later, and
+    /// must not count as a burst. Up to `from` the refill is the usual one.
+    pub(crate) fn credit(&mut self, from: Instant, to: Instant) {
+        self.refill(from);
         let ceiling = self.capacity + MAX_STALL_CREDIT_SECS * self.per_second * ONE_FRAME;
-        self.tokens = (self.tokens + stall.as_nanos().saturating_mul(self.per_second)).min(ceiling);
+        let stall = to.saturating_duration_since(from).as_nanos();
+        self.tokens = (self.tokens + stall.saturating_mul(self.per_second)).min(ceiling.max(self.tokens));
+        self.last = self.last.max(to);
     }
 }
 
@@ -123,9 +126,9 @@ impl RateLimits {
     }
 
     /// Forgives a stall of the reader (see [`TokenBucket::credit`]).
-    pub(crate) fn credit(&mut self, stall: Duration) {
+    pub(crate) fn credit(&mut self, from: Instant, to: Instant) {
         for b in &mut self.buckets {
-            b.credit(stall);
+            b.credit(from, to);
         }
     }
 }
@@ -219,14 +222,26 @@ mod tests {
     }
 
     #[test]
-    fn stall_credit_exceeds_the_burst() {
+    fn stall_credit_exceeds_the_burst_without_double_counting() {
         let t0 = Instant::now();
+        let s = Duration::from_secs;
         let mut b = TokenBucket::new(10, 2, t0);
         assert!(b.try_take(t0) && b.try_take(t0));
-        b.credit(Duration::from_secs(1));
-        assert_eq!((0..20).filter(|_| b.try_take(t0)).count(), 10, "a one-second stall forgives 10 frames");
-        b.credit(Duration::from_secs(1000));
-        assert_eq!((0..1000).filter(|_| b.try_take(t0)).count(), 102, "credit is capped at 10 s + burst");
+        b.credit(t0, t0 + s(1));
+        assert_eq!(
+            (0..20).filter(|_| b.try_take(t0 + s(1))).count(),
+            10,
+            "a one-second stall forgives 10 frames"
+        );
+        // The stall's time is not refilled a second time afterwards.
+        assert!(!b.try_take(t0 + s(1)));
+        b.credit(t0 + s(1), t0 + s(1001));
+        let after = t0 + s(1001);
+        assert_eq!((0..1000).filter(|_| b.try_take(after)).count(), 102, "credit is capped at 10 s + burst");
+        // Before the stall, the refill keeps its cap: an idle hour is not credit.
+        let mut idle = TokenBucket::new(10, 2, t0);
+        idle.credit(t0 + s(3600), t0 + s(3600));
+        assert_eq!((0..100).filter(|_| idle.try_take(t0 + s(3600))).count(), 2);
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //! misbehave, and a de-duplication set for gossip. It moves `(kind, bytes)`
 //! pairs and knows no protocol type: the engine gives the bytes meaning.
 //!
-//! Start at [`Network::start`]: it binds the listener, spawns the tasks and returns a
-//! [`NetHandle`] (send, broadcast, disconnect, ban, shut down) and the bounded
-//! receiver of [`NetEvent`]s. [`NetConfig`] lists every limit; [`wire`] is the
-//! byte format (public so that fuzz targets and test peers can speak it).
+//! Start at [`Network::start`]: it binds the listener, spawns the tasks and
+//! returns a [`NetHandle`] (send, broadcast, disconnect, ban, shut down) and
+//! the bounded receiver of [`NetEvent`]s. [`NetConfig`] lists every limit;
+//! [`wire`] is the byte format (public so that fuzz targets and test peers
+//! can speak it). Then `node.rs` (listener, dialers, handle), `handshake.rs`,
+//! `conn.rs` (registry, reader, writer), `limits.rs` (token buckets, bans).
 //!
 //! ```text
 //!  engine ── NetHandle::send ──► per-peer queue (bounded, try_send) ─► writer task ─► TCP
@@ -16,17 +18,31 @@
 //!  and per connection: one reader task (it owns the connection) + one writer task
 //! ```
 //!
+//! Threading: everything runs as tasks on the tokio runtime that called
+//! [`Network::start`]; the handle's methods (but `send_async` and `closed`)
+//! are plain non-blocking calls, usable from any thread, and the event
+//! receiver works both blocking (`recv`) and async (`recv_async`).
+//!
 //! Back-pressure runs end to end. When the engine does not drain events, the
 //! reader tasks wait on the event channel, stop reading their sockets, and the
 //! kernel windows fill, so the senders' writers block and their per-peer queues
 //! fill: [`NetHandle::send`] there returns [`NetError::Backpressure`]. The
-//! writer paces each kind to the same rate limit the receiver enforces, so an
-//! honest node never gets itself banned by sending too fast.
+//! writer paces each kind to the rate limit the receiver enforces (with half
+//! its burst), so an honest node does not get itself banned by sending too
+//! fast; and a receiver credits the time it stalled on its engine to the
+//! sender, so the frames that piled up meanwhile do not count as a flood.
 //!
 //! Events arrive in order per connection: `Connected`, its `Message`s, then
 //! exactly one `Disconnected`. `Banned` and `Refused` are informational and
 //! dropped (with a log line) when the event channel is full, so that a flood
 //! of bad connections cannot crowd out messages.
+//!
+//! Bans: a frame with an unknown kind, a size over its kind's cap or
+//! [`crate::MAX_FRAME_BYTES`], or beyond its kind's rate bans the peer's key
+//! and IP for [`NetConfig::ban_duration`]; so does [`NetHandle::ban`]. A
+//! violation before the key is proven (garbage, a bad signature) bans the IP
+//! only. Connections from a banned IP or key are refused with the reason.
+//! Hosts that share an IP share its bans, unless [`NetConfig::ban_ips`] is off.
 //!
 //! Security model: the handshake proves that the other end holds the private
 //! key of its [`PeerId`] (see [`wire`] for the transcript). Frames after it are

@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 use super::conn::{self, Body, Outgoing, Registry};
 use super::handshake::{self, Failure};
 use super::limits::{Ban, BanList};
-use super::wire::{FrameLimits, MAX_PUBLIC_KEY_BYTES, Role};
+use super::wire::{FIRST_RESERVED_KIND, FrameLimits, MAX_PUBLIC_KEY_BYTES, Role};
 use super::{EventReceiver, Identity, NetConfig, NetError, NetEvent, PeerId, PeerInfo};
 
 /// Handshakes in progress at once (inbound); further connections are dropped
@@ -114,7 +114,7 @@ impl Shared {
         if let Some(peer) = peer {
             bans.ban_peer(peer.clone(), ban.clone(), now);
         }
-        if let Some(ip) = ip {
+        if let Some(ip) = ip.filter(|_| self.config.ban_ips) {
             bans.ban_ip(ip, ban, now);
         }
     }
@@ -347,6 +347,10 @@ async fn dial_loop(shared: Arc<Shared>, addr: SocketAddr) {
         match dialed {
             Ok(Ok(stream)) => {
                 let (peer, established) = connection(shared.clone(), stream, addr, Role::Dialer, None).await;
+                if peer.as_ref() == Some(&shared.local_id) {
+                    info!(%addr, "dial address is this node; not dialing it again");
+                    return;
+                }
                 known = peer.or(known);
                 if established {
                     backoff = min;
@@ -417,9 +421,11 @@ impl NetHandle {
         if self.shared.is_shutting_down() {
             return Err(NetError::Shutdown);
         }
-        let limit = self.shared.config.kind(kind).ok_or(NetError::UnknownKind { kind })?;
-        if len > limit.max_bytes as usize {
-            return Err(NetError::TooLarge { kind, name: limit.name, len, max: limit.max_bytes });
+        // The receivers' table of the established phase, less this layer's own kinds.
+        let limit = self.shared.frame_limits.limit(kind).filter(|_| kind < FIRST_RESERVED_KIND);
+        let (max, name) = limit.ok_or(NetError::UnknownKind { kind })?;
+        if len > max as usize {
+            return Err(NetError::TooLarge { kind, name, len, max });
         }
         Ok(())
     }
@@ -491,7 +497,8 @@ impl NetHandle {
 
     /// Closes the connection to a peer, telling it `reason`; messages still
     /// queued to it are dropped. Returns whether it was connected. A
-    /// `Disconnected` event follows.
+    /// `Disconnected` event follows. Either side's dialer may reconnect
+    /// later; to keep a peer away, [`NetHandle::ban`] it.
     pub fn disconnect(&self, peer: &PeerId, reason: &str) -> bool {
         self.shared.registry().close(peer, reason)
     }

@@ -182,6 +182,11 @@ impl FrameLimits {
         kinds.iter().fold(base, |t, k| t.with(k.kind, k.name, k.max_bytes as usize))
     }
 
+    /// The body limit and name of a kind accepted in this phase.
+    pub fn limit(&self, kind: u8) -> Option<(u32, &'static str)> {
+        self.table[usize::from(kind)]
+    }
+
     /// Checks a frame header and returns its kind and body length. This is the
     /// whole decision on a frame's size; nothing of the body is read before it.
     pub fn check_header(&self, header: &[u8; FRAME_HEADER_BYTES]) -> Result<(u8, u32), WireError> {
@@ -219,11 +224,16 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     let body_len = body_len as usize;
     let mut body = Vec::new();
     while body.len() < body_len {
-        let start = body.len();
-        let chunk = (body_len - start).min(READ_CHUNK_BYTES);
+        let chunk = (body_len - body.len()).min(READ_CHUNK_BYTES);
         body.reserve_exact(chunk);
-        body.resize(start + chunk, 0);
-        reader.read_exact(&mut body[start..]).await?;
+        // `take` bounds the read to this chunk; `read_buf` fills the spare
+        // capacity without zeroing it first.
+        let mut limited = (&mut *reader).take(chunk as u64);
+        while limited.limit() > 0 {
+            if limited.read_buf(&mut body).await? == 0 {
+                return Err(WireError::Io(io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
     }
     Ok(Frame { kind, body })
 }
@@ -420,6 +430,25 @@ mod tests {
         assert!(matches!(limits.check_header(&header(1, KIND_HELLO)), Err(WireError::UnknownKind { .. })));
         assert!(limits.check_header(&header(1, KIND_PING)).is_ok());
         assert!(FrameLimits::handshake().check_header(&header(1, 1)).is_err());
+    }
+
+    #[tokio::test]
+    async fn bodies_longer_than_a_read_chunk_round_trip() {
+        let limits = FrameLimits::established(&[KindLimit::new(1, "big", 4 << 20, 1, 1)]);
+        let body: Vec<u8> = (0..(READ_CHUNK_BYTES * 5 / 2 + 1)).map(|i| i as u8).collect();
+        let mut bytes = encode_frame(1, &body).expect("within the cap");
+        bytes.extend_from_slice(&encode_frame(KIND_PING, &[]).expect("empty"));
+        let mut reader = bytes.as_slice();
+        let frame = read_frame(&mut reader, &limits).await.expect("a whole frame");
+        assert_eq!((frame.kind, frame.body.len()), (1, body.len()));
+        assert!(frame.body == body, "the body arrives intact across chunks");
+        assert_eq!(
+            read_frame(&mut reader, &limits).await.ok(),
+            Some(Frame { kind: KIND_PING, body: vec![] })
+        );
+        assert!(matches!(read_frame(&mut reader, &limits).await, Err(WireError::Closed)));
+        let mut truncated = &bytes[..bytes.len() / 2];
+        assert!(matches!(read_frame(&mut truncated, &limits).await, Err(WireError::Io(_))));
     }
 
     #[test]

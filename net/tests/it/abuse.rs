@@ -147,3 +147,19 @@ async fn bans_expire() {
     let (_raw, _) = raw_peer(a.addr(), 50).await;
     connected(&a, &raw_id).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_ip_bans_only_the_key_is_refused() {
+    // Local networks run every host on 127.0.0.1: one bad host must not shut
+    // out the others.
+    let mut ca = config();
+    ca.ban_ips = false;
+    let a = node(ca, 1).await;
+    let (mut raw, raw_id) = raw_peer(a.addr(), 50).await;
+    connected(&a, &raw_id).await;
+    raw.frame(0x7e, &[]).await;
+    banned(&a).await;
+    reconnection_refused(&a, 50).await;
+    let (_other, other_id) = raw_peer(a.addr(), 51).await;
+    connected(&a, &other_id).await;
+}

@@ -134,6 +134,10 @@ async fn dialing_ourselves_is_refused() {
     let reason = refused(&a).await;
     assert!(reason.contains("ourselves"), "reason names the self-connection: {reason}");
     assert!(a.net.peers().is_empty());
+    // The dialer gives up on its own address instead of redialing it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let again = drain(&a).iter().filter(|e| matches!(e, NetEvent::Refused { .. })).count();
+    assert!(again <= 1, "no redials of ourselves, but {again} more refusals");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
