@@ -162,6 +162,7 @@ impl Node {
             ban_duration: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(5),
             max_peers: 64,
+            redial_max: Duration::from_secs(5),
             // Every host of a network on loopback shares one address: an
             // address ban there would refuse them all. Keys are banned still.
             ban_ips: !config.listen.ip().is_loopback(),
