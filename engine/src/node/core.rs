@@ -25,6 +25,10 @@ use crate::store::ChainStore;
 
 /// Most block bodies kept for the heights being decided.
 const MAX_BODIES: usize = 256;
+/// Receivers of a vote that pass it on, on average.
+const RELAY_PEERS: u64 = 2;
+/// Votes and proposals remembered as relayed.
+const MAX_RELAYED: usize = 1 << 14;
 
 /// A peer, by its public key bytes (the net layer's identity).
 pub type PeerKey = Vec<u8>;
@@ -36,6 +40,8 @@ pub enum Output {
     Broadcast(Arc<NodeMessage>),
     /// Send to one peer.
     Send(PeerKey, Arc<NodeMessage>),
+    /// Pass on to every peer but the one it came from (gossip).
+    Relay(PeerKey, Arc<NodeMessage>),
     /// Call [`NodeCore::on_timeout`] with this when its time comes.
     Schedule(Timeout),
     /// The peer sent something invalid: disconnect and ban it.
@@ -85,6 +91,8 @@ pub struct NodeCore {
     progress: Option<(Option<u64>, u32, crate::consensus::Step)>,
     /// API requests waiting for their completion, by task id.
     waiters: BTreeMap<Hash32, Waiter>,
+    /// Votes and proposals already passed on.
+    relayed: gonka_net::peer::SeenCache,
     halted: Option<String>,
 }
 
@@ -143,6 +151,7 @@ impl NodeCore {
             syncing: None,
             progress: None,
             waiters: BTreeMap::new(),
+            relayed: gonka_net::peer::SeenCache::new(MAX_RELAYED),
             halted: None,
         }
     }
@@ -320,14 +329,36 @@ impl NodeCore {
         }
         match msg {
             NodeMessage::Tx(tx) => {
+                // Gossip: a transaction new to this host goes on to its other peers.
                 let id = tx.id();
-                self.mempool.add(id, Arc::new(*tx));
+                if !self.mempool.knows(&id) {
+                    out.push(Output::Relay(peer.to_vec(), Arc::new(NodeMessage::Tx(tx.clone()))));
+                    self.mempool.add(id, Arc::new(*tx));
+                }
             }
             NodeMessage::Vote(v) => {
+                // Votes of the height being decided go on once, each from about
+                // RELAY_PEERS of its receivers (drawn by the vote and this host's
+                // key), so that a vote sent to part of the network (an
+                // equivocator's) reaches the rest at a cost linear in the peers.
+                let draw = tagged_hash("gonka/relay-draw", &[&v.signature, &self.agent.key().public_key()]);
+                let peers = self.peer_heights.len().max(1) as u64;
+                let chosen = u64::from(u16::from_le_bytes([draw[0], draw[1]])) * peers < RELAY_PEERS * 65_536;
+                if chosen
+                    && self.consensus.height() == Some(v.height)
+                    && self.relayed.insert(tagged_hash("gonka/relayed", &[&v.signature]))
+                {
+                    out.push(Output::Relay(peer.to_vec(), Arc::new(NodeMessage::Vote(v.clone()))));
+                }
                 let actions = self.consensus.on_vote(&v, now_ms);
                 self.act(actions, now_ms, &mut out);
             }
             NodeMessage::Proposal(p) => {
+                if p.0.height == self.chain.next_height()
+                    && self.relayed.insert(tagged_hash("gonka/relayed", &[&p.0.signature]))
+                {
+                    out.push(Output::Relay(peer.to_vec(), Arc::new(NodeMessage::Proposal(p.clone()))));
+                }
                 let (proposal, block) = *p;
                 let valid = proposal.height == self.chain.next_height()
                     && block.header.hash() == proposal.block

@@ -273,6 +273,11 @@ fn core_loop(
                         tracing::debug!("send: {e}");
                     }
                 }
+                Output::Relay(from, m) => {
+                    if let Err(e) = net.broadcast(m.kind(), m.encode(), Some(&PeerId::from(from))) {
+                        tracing::warn!("relay: {e}");
+                    }
+                }
                 Output::Ban(peer, why) => net.ban(&PeerId::from(peer), &why),
                 Output::Schedule(t) => {
                     seq += 1;

@@ -122,6 +122,11 @@ impl Mempool {
         self.txs.len()
     }
 
+    /// Whether `id` is waiting or was already included.
+    pub fn knows(&self, id: &Hash32) -> bool {
+        self.txs.contains_key(id) || self.included.contains(id)
+    }
+
     /// Whether none waits.
     pub fn is_empty(&self) -> bool {
         self.txs.is_empty()

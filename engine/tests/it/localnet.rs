@@ -57,6 +57,13 @@ fn spawn(i: usize, config: &Path, lines: &mpsc::Sender<(usize, u64, String)>) ->
     child
 }
 
+/// The last lines of host `i`'s log, for a failure message.
+fn log_tail(configs: &[PathBuf], i: usize) -> String {
+    let log = std::fs::read_to_string(configs[i].with_file_name("node.log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(25)..].join("\n")
+}
+
 /// Collects status lines until `done` holds or `limit` passes.
 fn wait(
     lines: &Lines,
@@ -213,6 +220,7 @@ fn signal(child: &Child, sig: &str) {
 #[test]
 #[cfg(unix)]
 fn a_local_network_survives_a_kill_a_cut_and_garbage_and_serves_a_request() {
+    let _heavy = crate::HEAVY.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("temp dir");
     let base_port = 21000 + (std::process::id() % 2000) as u16 * 4;
     let configs = write_localnet(dir.path(), HOSTS, base_port).expect("localnet written");
@@ -278,7 +286,9 @@ fn a_local_network_survives_a_kill_a_cut_and_garbage_and_serves_a_request() {
     let back = |h: u64| move |s: &BTreeMap<(usize, u64), String>| top(s, 3).is_some_and(|t| t >= h);
     assert!(
         wait(&lines, &mut seen, Duration::from_secs(120), back(killed_at + 10)),
-        "host 3 did not catch up"
+        "host 3 did not catch up (heights {:?}); its log:\n{}",
+        (0..HOSTS).map(|i| top(&seen, i)).collect::<Vec<_>>(),
+        log_tail(&configs, 3)
     );
 
     // Requests through host 0's API until one is executed by another host.

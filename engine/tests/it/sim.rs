@@ -42,6 +42,7 @@ fn the_same_seed_gives_the_same_run() {
 /// minority partitioned for part of the run, 10 epochs.
 #[test]
 fn fifty_hosts_a_fifth_adversarial_ten_epochs() {
+    let _heavy = crate::HEAVY.lock().unwrap_or_else(|e| e.into_inner());
     println!("simulation seed 0");
     let r =
         run(SimConfig { hosts: 50, adversarial_percent: 20, epochs: 10, seed: 0, ..SimConfig::default() })
