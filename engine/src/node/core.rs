@@ -414,6 +414,7 @@ impl NodeCore {
         }
         let count = u32::try_from(their - next).unwrap_or(u32::MAX).min(MAX_SYNC_BLOCKS);
         self.syncing = Some((peer.clone(), next, now_ms));
+        tracing::debug!(from = next, count, their, "asking a peer for blocks");
         out.push(Output::Send(peer.clone(), Arc::new(NodeMessage::GetBlocks { from: next, count })));
     }
 
@@ -421,21 +422,30 @@ impl NodeCore {
     /// does not verify bans the peer.
     fn catch_up(&mut self, peer: &[u8], blocks: Vec<FinalBlock>, now_ms: u64, out: &mut Vec<Output>) {
         self.syncing = None;
+        tracing::debug!(
+            blocks = blocks.len(),
+            first = blocks.first().map(|b| b.block.header.height),
+            next = self.chain.next_height(),
+            "blocks from a peer"
+        );
         for fb in blocks {
             let height = fb.block.header.height;
             if height != self.chain.next_height() {
                 continue;
             }
-            self.start_height(now_ms, out);
+            // Checked here, not left to the consensus: it may have decided this
+            // height from the precommits without ever receiving the block.
             let hash = fb.block.header.hash();
-            self.bodies.entry(hash).or_insert_with(|| Arc::new(fb.block.clone()));
-            match self.consensus.on_finality(height, fb.round, hash, fb.finality.clone()) {
-                Ok(actions) => self.act(actions, now_ms, out),
-                Err(e) => {
-                    out.push(Output::Ban(peer.to_vec(), format!("sync block {height}: {e}")));
-                    return;
-                }
+            let hosts = Arc::clone(&self.chain.voting().hosts);
+            let cache = self.chain.sig_cache().clone();
+            if let Err(e) =
+                crate::consensus::verify_finality(&hosts, height, fb.round, &hash, &fb.finality, &cache)
+            {
+                out.push(Output::Ban(peer.to_vec(), format!("sync block {height}: {e}")));
+                return;
             }
+            self.bodies.insert(hash, Arc::new(fb.block.clone()));
+            self.commit(height, fb.round, hash, fb.finality, now_ms, out);
             if self.halted.is_some() {
                 return;
             }

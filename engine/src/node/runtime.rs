@@ -229,6 +229,7 @@ async fn forward_events(events: flume::Receiver<NetEvent>, inputs: flume::Sender
         match event {
             NetEvent::Message { peer, kind, body } => match decode_message(kind, &body) {
                 Ok(msg) => {
+                    tracing::trace!(%peer, kind, bytes = body.len(), "message");
                     if inputs.send_async(CoreInput::Message(peer.as_bytes().to_vec(), msg)).await.is_err() {
                         return;
                     }
