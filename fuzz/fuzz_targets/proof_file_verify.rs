@@ -33,6 +33,7 @@ fuzz_target!(|data: &[u8]| {
         threads: 1,
         batch: 2,
         params: None,
+        difficulty: None,
     };
     if verify_proof_file(data, &opts).is_ok() {
         let batch = decode_proof_file(data).expect("an accepted file decodes");
