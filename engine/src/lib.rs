@@ -14,7 +14,9 @@
 //! | [`crypto`] | both | keys, weighted vote sets, DKG, beacon, selection, the signature cache |
 //! | [`consensus`] | local | one host's Tendermint-style state machine: proposals, prevotes, precommits, locks |
 //! | [`agent`] | local | the host's transactions: seed commit–reveal, DKG, partials, mining, validation |
-//! | [`sim`] | local | N hosts, a seeded network and clock, adversaries, the per-epoch table |
+//! | [`sim`] | local | N hosts, a seeded network and clock, adversaries, the per-epoch table; a producer of certified blocks |
+//! | [`store`] | local | the chain store: table registry, one LMDB transaction per block, restart, pruning, audit |
+//! | [`node`] | local | the host a person runs: core thread, host messages, runtime on `gonka-net`, API backend; binary `gonka-node` |
 //!
 //! ```text
 //!   consensus ──► final block ──► Chain::apply ──► schedule (Begin → … → Record) ──► state root
