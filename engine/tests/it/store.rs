@@ -51,6 +51,14 @@ fn resume(store: &ChainStore, cache: &SigCache) -> Producer {
     Producer::new(chain, &ikms(), 512, 1)
 }
 
+/// `n` more blocks from `producer`, each stored.
+fn commit_blocks(store: &ChainStore, producer: &mut Producer, n: u64) {
+    for _ in 0..n {
+        let (fb, report) = producer.next(Vec::new()).expect("the producer's block applies");
+        store.commit(producer.chain(), &fb, &report).expect("block stored");
+    }
+}
+
 #[test]
 fn a_host_restarting_from_its_store_agrees_with_one_that_never_stopped() {
     println!("store test keys from seed {SEED}");
@@ -153,10 +161,7 @@ fn a_failed_write_poisons_the_handle_and_the_store_keeps_its_last_block() {
     let cache = SigCache::default();
     let store = open(dir.path());
     let mut producer = resume(&store, &cache);
-    for _ in 0..3 {
-        let (fb, report) = producer.next(Vec::new()).expect("applies");
-        store.commit(producer.chain(), &fb, &report).expect("stored");
-    }
+    commit_blocks(&store, &mut producer, 3);
     // Block 3 never reaches the store; storing block 4 after it must fail whole.
     producer.next(Vec::new()).expect("applies");
     let (fb, report) = producer.next(Vec::new()).expect("applies");
@@ -178,10 +183,7 @@ fn corrupted_values_are_named_by_table_and_key() {
     let cache = SigCache::default();
     let store = open(dir.path());
     let mut producer = resume(&store, &cache);
-    for _ in 0..3 {
-        let (fb, report) = producer.next(Vec::new()).expect("applies");
-        store.commit(producer.chain(), &fb, &report).expect("stored");
-    }
+    commit_blocks(&store, &mut producer, 3);
     store
         .store()
         .write(|txn| {
@@ -360,10 +362,7 @@ fn write_store_fuzz_seeds() {
         ChainStore::open(dir.path(), StoreConfig { snapshot_every_blocks: 5, ..config() }).expect("opens");
     let mut producer = resume(&store, &SigCache::default());
     let epoch = producer.chain().params().epoch_blocks;
-    for _ in 0..epoch + 25 {
-        let (fb, report) = producer.next(Vec::new()).expect("applies");
-        store.commit(producer.chain(), &fb, &report).expect("stored");
-    }
+    commit_blocks(&store, &mut producer, epoch + 25);
     let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/store_value_decode");
     std::fs::create_dir_all(&seeds).expect("seed directory");
     let txn = store.read().expect("read");
