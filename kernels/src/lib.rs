@@ -23,6 +23,7 @@ pub mod config;
 pub mod encoding;
 pub mod forward;
 pub mod gemm;
+pub mod llm;
 pub mod miner;
 pub mod model;
 pub mod pow;

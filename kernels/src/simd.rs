@@ -92,7 +92,7 @@ fn rms_norm_rows_generic(x: &[f32], d: usize, eps: f32, out: &mut [f32]) {
 
 /// Whether the CPU has AVX-512F (queried once).
 #[cfg(target_arch = "x86_64")]
-fn has_avx512() -> bool {
+pub(crate) fn has_avx512() -> bool {
     use std::sync::OnceLock;
     static HAS: OnceLock<bool> = OnceLock::new();
     *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))

@@ -2,3 +2,4 @@
 
 mod spec_vectors;
 mod spec_vectors_v2;
+mod smollm2;

@@ -1,0 +1,517 @@
+//! A Llama-architecture decoder (SmolLM2 and the seed-generated tiny model)
+//! run over a batch of sequences in one step: every sequence brings the
+//! tokens it adds (a whole prompt, one sampled token, or a prompt and output
+//! to check), all of them are one set of rows for the matrix products, and
+//! each sequence attends over its own [`KvCache`].
+//!
+//! ```text
+//!  rows = ‖ seq tokens        x [R, d] = embed(tokens)
+//!  per layer:  a = rms(x)·g₁ ──·Wqkvᵀ──► q k v ──rope(pos)──► k,v → cache
+//!              o = softmax(q·Kᵀ/√e)·V per (row, head), causal over the cache
+//!              x += o·Woᵀ;   b = rms(x)·g₂ ──·W13ᵀ──► silu(gate)·up ──·W2ᵀ──► x +=
+//!  logits [rows asked, V] = rms(x)·g_out · Eᵀ   (E tied to the embeddings)
+//! ```
+//!
+//! Every row is computed by the same operations whatever else is in the
+//! batch (the products are batch-invariant, see [`super::qmatmul`], and
+//! attention and norms work row by row), so a token's logits do not depend on
+//! batch size or on whether they came from generation or from a one-pass
+//! re-run of prompt and output; validation relies on that.
+//!
+//! RoPE rotates interleaved pairs `(2i, 2i+1)` of each head by
+//! `pos · base^(−2i/e)`, the convention of GGUF llama files (their q and k
+//! rows are stored permuted for it).
+
+use rayon::prelude::*;
+use thiserror::Error;
+
+use super::qmatmul::{QMatrix, QMatrixError};
+use crate::simd::{exp_f32, rms_norm_rows, swiglu_rows};
+
+/// Rows of attention work (one row, one head) handed to a worker at a time.
+const ATTENTION_UNITS_PER_TASK: usize = 8;
+
+/// Shape and constants of a model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaConfig {
+    /// Decoder blocks.
+    pub layers: usize,
+    /// Width of the residual stream.
+    pub d_model: usize,
+    /// Hidden width of the feed-forward block.
+    pub ffn: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (grouped-query attention: `heads` is a multiple).
+    pub kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Vocabulary size (rows of the embedding).
+    pub vocab: usize,
+    /// RoPE base.
+    pub rope_base: f64,
+    /// RMSNorm epsilon.
+    pub rms_eps: f32,
+    /// Longest sequence (prompt and output) the model accepts.
+    pub max_seq: usize,
+}
+
+impl LlamaConfig {
+    /// Checks the relations the forward pass relies on.
+    pub fn validate(&self) -> Result<(), LlamaError> {
+        let bad = |what: String| Err(LlamaError::Config(what));
+        if self.layers == 0 || self.d_model == 0 || self.vocab == 0 || self.max_seq == 0 {
+            return bad(format!("empty dimension in {self:?}"));
+        }
+        if self.heads == 0 || self.kv_heads == 0 || !self.heads.is_multiple_of(self.kv_heads) {
+            return bad(format!("{} heads cannot share {} kv heads", self.heads, self.kv_heads));
+        }
+        if !self.head_dim.is_multiple_of(2) || self.heads * self.head_dim != self.d_model {
+            return bad(format!("{} heads × {} ≠ d_model {}", self.heads, self.head_dim, self.d_model));
+        }
+        // Written so that NaN fails too.
+        if self.rope_base.partial_cmp(&1.0) != Some(std::cmp::Ordering::Greater)
+            || self.rms_eps.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
+        {
+            return bad(format!("rope base {} / rms eps {}", self.rope_base, self.rms_eps));
+        }
+        Ok(())
+    }
+
+    fn kv_dim(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+
+    fn qkv_dim(&self) -> usize {
+        (self.heads + 2 * self.kv_heads) * self.head_dim
+    }
+}
+
+/// A model that cannot be built or a step that cannot run.
+#[derive(Debug, Error)]
+pub enum LlamaError {
+    /// Inconsistent shape.
+    #[error("model config: {0}")]
+    Config(String),
+    /// A tensor is missing or has the wrong shape.
+    #[error("tensor {name}: {reason}")]
+    Tensor { name: String, reason: String },
+    /// A weight matrix could not be built.
+    #[error("tensor {name}: {source}")]
+    Matrix {
+        name: String,
+        #[source]
+        source: QMatrixError,
+    },
+    /// A token id outside the vocabulary.
+    #[error("token {token} is outside the vocabulary of {vocab}")]
+    Token { token: u32, vocab: usize },
+    /// A sequence would exceed the context.
+    #[error("sequence of {len} tokens exceeds the context of {max}")]
+    Context { len: usize, max: usize },
+}
+
+/// Where the loader gets tensors: a GGUF file, a safetensors file.
+///
+/// Names follow GGUF's llama convention (`token_embd.weight`,
+/// `blk.{i}.attn_q.weight`, …); a matrix is `[n, k]` with rows of `k`.
+pub trait WeightSource {
+    /// The matrix `name` of `n` rows of `k`, in whatever format it is stored.
+    fn matrix(&mut self, name: &str, n: usize, k: usize) -> Result<QMatrix, LlamaError>;
+    /// The f32 vector `name` of `len` values.
+    fn vector(&mut self, name: &str, len: usize) -> Result<Vec<f32>, LlamaError>;
+    /// Whether `name` exists (for the optional untied output head).
+    fn has(&self, name: &str) -> bool;
+}
+
+#[derive(Debug)]
+struct Layer {
+    attn_norm: Vec<f32>,
+    /// q rows, then k rows, then v rows.
+    wqkv: QMatrix,
+    wo: QMatrix,
+    ffn_norm: Vec<f32>,
+    /// gate rows, then up rows.
+    w13: QMatrix,
+    w2: QMatrix,
+}
+
+/// A loaded model.
+#[derive(Debug)]
+pub struct Llama {
+    config: LlamaConfig,
+    embed: QMatrix,
+    layers: Vec<Layer>,
+    out_norm: Vec<f32>,
+    /// `None`: the output head is the embedding matrix.
+    head: Option<QMatrix>,
+    /// `cos, sin` of `pos · θ_i`, `[max_seq][head_dim/2]`, computed in f64.
+    rope: Vec<(f32, f32)>,
+}
+
+fn stack(name: String, parts: &[&QMatrix]) -> Result<QMatrix, LlamaError> {
+    QMatrix::stack(parts).map_err(|source| LlamaError::Matrix { name, source })
+}
+
+impl Llama {
+    /// Loads every tensor of `config` from `source`.
+    pub fn load(config: LlamaConfig, source: &mut dyn WeightSource) -> Result<Self, LlamaError> {
+        config.validate()?;
+        let (d, f, kv) = (config.d_model, config.ffn, config.kv_dim());
+        let embed = source.matrix("token_embd.weight", config.vocab, d)?;
+        let mut layers = Vec::with_capacity(config.layers);
+        for i in 0..config.layers {
+            let name = |t: &str| format!("blk.{i}.{t}.weight");
+            let q = source.matrix(&name("attn_q"), d, d)?;
+            let k = source.matrix(&name("attn_k"), kv, d)?;
+            let v = source.matrix(&name("attn_v"), kv, d)?;
+            let gate = source.matrix(&name("ffn_gate"), f, d)?;
+            let up = source.matrix(&name("ffn_up"), f, d)?;
+            layers.push(Layer {
+                attn_norm: source.vector(&name("attn_norm"), d)?,
+                wqkv: stack(name("attn_qkv"), &[&q, &k, &v])?,
+                wo: source.matrix(&name("attn_output"), d, d)?,
+                ffn_norm: source.vector(&name("ffn_norm"), d)?,
+                w13: stack(name("ffn_gate_up"), &[&gate, &up])?,
+                w2: source.matrix(&name("ffn_down"), d, f)?,
+            });
+        }
+        let out_norm = source.vector("output_norm.weight", d)?;
+        let head = if source.has("output.weight") {
+            Some(source.matrix("output.weight", config.vocab, d)?)
+        } else {
+            None
+        };
+        let rope = rope_table(&config);
+        Ok(Self { config, embed, layers, out_norm, head, rope })
+    }
+
+    /// The model's shape.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// Bytes of weights in memory.
+    pub fn weight_bytes(&self) -> usize {
+        let layers: usize =
+            self.layers.iter().map(|l| l.wqkv.bytes() + l.wo.bytes() + l.w13.bytes() + l.w2.bytes()).sum();
+        self.embed.bytes() + layers + self.head.as_ref().map_or(0, QMatrix::bytes)
+    }
+
+    /// An empty cache for one sequence.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache {
+            kv_dim: self.config.kv_dim(),
+            len: 0,
+            k: vec![Vec::new(); self.config.layers],
+            v: vec![Vec::new(); self.config.layers],
+        }
+    }
+}
+
+fn rope_table(c: &LlamaConfig) -> Vec<(f32, f32)> {
+    let half = c.head_dim / 2;
+    let mut t = Vec::with_capacity(c.max_seq * half);
+    for p in 0..c.max_seq {
+        for i in 0..half {
+            let angle = p as f64 * c.rope_base.powf(-2.0 * i as f64 / c.head_dim as f64);
+            t.push((angle.cos() as f32, angle.sin() as f32));
+        }
+    }
+    t
+}
+
+/// Keys and values of one sequence's past tokens, per layer `[pos][kv_dim]`.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    kv_dim: usize,
+    len: usize,
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+}
+
+impl KvCache {
+    /// Tokens the cache holds.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the cache holds no token.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forgets every token from `len` on.
+    pub fn truncate(&mut self, len: usize) {
+        if len < self.len {
+            self.len = len;
+            for l in self.k.iter_mut().chain(self.v.iter_mut()) {
+                l.truncate(len * self.kv_dim);
+            }
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.k.iter().chain(&self.v).map(|l| l.len() * 4).sum()
+    }
+}
+
+/// Which rows of a sequence's step produce logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outputs {
+    /// None (a prompt chunk whose continuation comes in a later step).
+    None,
+    /// The last token's.
+    Last,
+    /// Every token's (teacher-forced checking).
+    All,
+}
+
+/// One sequence's part of a step.
+#[derive(Debug)]
+pub struct SeqStep<'a> {
+    /// Its cache; the step appends `tokens` to it.
+    pub cache: &'a mut KvCache,
+    /// The tokens it adds.
+    pub tokens: &'a [u32],
+    /// Which of them produce logits.
+    pub outputs: Outputs,
+}
+
+/// What a step returns: for every sequence in order, for every row it asked
+/// for, the logits (`vocab` values) and the final normalised hidden state
+/// (`d_model` values).
+#[derive(Debug, Default)]
+pub struct StepOutput {
+    /// `[rows asked][vocab]`.
+    pub logits: Vec<f32>,
+    /// `[rows asked][d_model]`, after the output norm.
+    pub hidden: Vec<f32>,
+    /// Rows asked per sequence, in the order of the step's sequences.
+    pub rows_per_seq: Vec<usize>,
+}
+
+/// Buffers reused across steps.
+#[derive(Debug, Default)]
+pub struct LlamaScratch {
+    x: Vec<f32>,
+    a: Vec<f32>,
+    qkv: Vec<f32>,
+    attn: Vec<f32>,
+    tmp: Vec<f32>,
+    ffn: Vec<f32>,
+    h: Vec<f32>,
+}
+
+/// Where one row of the step sits: its sequence and its position.
+#[derive(Debug, Clone, Copy)]
+struct RowPlace {
+    seq: usize,
+    pos: usize,
+}
+
+impl Llama {
+    /// Runs one step over all `seqs` and appends their tokens to their caches.
+    ///
+    /// On an error nothing is appended.
+    pub fn step(&self, seqs: &mut [SeqStep<'_>], s: &mut LlamaScratch) -> Result<StepOutput, LlamaError> {
+        let c = &self.config;
+        let mut places = Vec::new();
+        for (i, seq) in seqs.iter().enumerate() {
+            let len = seq.cache.len + seq.tokens.len();
+            if len > c.max_seq {
+                return Err(LlamaError::Context { len, max: c.max_seq });
+            }
+            if let Some(&token) = seq.tokens.iter().find(|&&t| t as usize >= c.vocab) {
+                return Err(LlamaError::Token { token, vocab: c.vocab });
+            }
+            places.extend((0..seq.tokens.len()).map(|t| RowPlace { seq: i, pos: seq.cache.len + t }));
+        }
+        let rows = places.len();
+        let d = c.d_model;
+        s.x.resize(rows * d, 0.0);
+        let tokens = seqs.iter().flat_map(|q| q.tokens.iter().copied());
+        for (token, row) in tokens.zip(s.x.chunks_exact_mut(d)) {
+            self.embed.decode_row(token as usize, row);
+        }
+        for (l, layer) in self.layers.iter().enumerate() {
+            self.attention_block(l, layer, seqs, &places, s);
+            self.ffn_block(layer, rows, s);
+        }
+        for seq in seqs.iter_mut() {
+            seq.cache.len += seq.tokens.len();
+        }
+        Ok(self.outputs(seqs, s))
+    }
+
+    fn attention_block(
+        &self,
+        l: usize,
+        layer: &Layer,
+        seqs: &mut [SeqStep<'_>],
+        places: &[RowPlace],
+        s: &mut LlamaScratch,
+    ) {
+        let c = &self.config;
+        let (d, e, rows) = (c.d_model, c.head_dim, places.len());
+        let (qkv_dim, kv) = (c.qkv_dim(), c.kv_dim());
+        norm_rows(&s.x, d, c.rms_eps, &layer.attn_norm, &mut s.a);
+        s.qkv.resize(rows * qkv_dim, 0.0);
+        layer.wqkv.matmul(&s.a, rows, &mut s.qkv);
+        for (row, place) in s.qkv.chunks_exact_mut(qkv_dim).zip(places) {
+            let table = &self.rope[place.pos * e / 2..(place.pos + 1) * e / 2];
+            // q and k heads are adjacent in the row; v follows untouched.
+            for head in row[..d + kv].chunks_exact_mut(e) {
+                rotate(head, table);
+            }
+        }
+        for (row, place) in s.qkv.chunks_exact(qkv_dim).zip(places) {
+            let cache = &mut *seqs[place.seq].cache;
+            cache.k[l].extend_from_slice(&row[d..d + kv]);
+            cache.v[l].extend_from_slice(&row[d + kv..]);
+        }
+        s.attn.resize(rows * d, 0.0);
+        let caches: Vec<(&[f32], &[f32])> =
+            seqs.iter().map(|q| (&q.cache.k[l][..], &q.cache.v[l][..])).collect();
+        let group = c.heads / c.kv_heads;
+        let scale = 1.0 / (e as f32).sqrt();
+        let qkv = &s.qkv;
+        s.attn.par_chunks_mut(e * ATTENTION_UNITS_PER_TASK).enumerate().for_each_init(
+            Vec::new,
+            |scores, (t, out)| {
+                for (u, o) in out.chunks_exact_mut(e).enumerate() {
+                    let unit = t * ATTENTION_UNITS_PER_TASK + u;
+                    let (row, head) = (unit / c.heads, unit % c.heads);
+                    let place = places[row];
+                    let q = &qkv[row * qkv_dim + head * e..][..e];
+                    let (keys, values) = caches[place.seq];
+                    attend(q, keys, values, kv, (head / group) * e, place.pos + 1, scale, scores, o);
+                }
+            },
+        );
+        s.tmp.resize(rows * d, 0.0);
+        layer.wo.matmul(&s.attn, rows, &mut s.tmp);
+        add(&mut s.x, &s.tmp);
+    }
+
+    fn ffn_block(&self, layer: &Layer, rows: usize, s: &mut LlamaScratch) {
+        let c = &self.config;
+        let (d, f) = (c.d_model, c.ffn);
+        norm_rows(&s.x, d, c.rms_eps, &layer.ffn_norm, &mut s.a);
+        s.ffn.resize(rows * 2 * f, 0.0);
+        layer.w13.matmul(&s.a, rows, &mut s.ffn);
+        s.h.resize(rows * f, 0.0);
+        swiglu_rows(&s.ffn, f, &mut s.h);
+        s.tmp.resize(rows * d, 0.0);
+        layer.w2.matmul(&s.h, rows, &mut s.tmp);
+        add(&mut s.x, &s.tmp);
+    }
+
+    fn outputs(&self, seqs: &[SeqStep<'_>], s: &mut LlamaScratch) -> StepOutput {
+        let c = &self.config;
+        let d = c.d_model;
+        let mut picked = Vec::new();
+        let mut rows_per_seq = Vec::with_capacity(seqs.len());
+        let mut first = 0;
+        for seq in seqs {
+            let n = seq.tokens.len();
+            let asked: Vec<usize> = match seq.outputs {
+                Outputs::None => vec![],
+                Outputs::Last if n > 0 => vec![first + n - 1],
+                Outputs::Last => vec![],
+                Outputs::All => (first..first + n).collect(),
+            };
+            rows_per_seq.push(asked.len());
+            picked.extend(asked);
+            first += n;
+        }
+        let mut chosen = Vec::with_capacity(picked.len() * d);
+        for &r in &picked {
+            chosen.extend_from_slice(&s.x[r * d..(r + 1) * d]);
+        }
+        let mut hidden = Vec::new();
+        norm_rows(&chosen, d, c.rms_eps, &self.out_norm, &mut hidden);
+        let mut logits = vec![0f32; picked.len() * c.vocab];
+        self.head.as_ref().unwrap_or(&self.embed).matmul(&hidden, picked.len(), &mut logits);
+        StepOutput { logits, hidden, rows_per_seq }
+    }
+}
+
+/// `out = rms(x) · g` row by row.
+fn norm_rows(x: &[f32], d: usize, eps: f32, g: &[f32], out: &mut Vec<f32>) {
+    out.resize(x.len(), 0.0);
+    rms_norm_rows(x, d, eps, out);
+    for row in out.chunks_exact_mut(d) {
+        for (v, w) in row.iter_mut().zip(g) {
+            *v *= w;
+        }
+    }
+}
+
+fn add(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// Rotates the interleaved pairs of one head.
+fn rotate(head: &mut [f32], table: &[(f32, f32)]) {
+    for (pair, &(cos, sin)) in head.chunks_exact_mut(2).zip(table) {
+        let (a, b) = (pair[0], pair[1]);
+        pair[0] = a * cos - b * sin;
+        pair[1] = a * sin + b * cos;
+    }
+}
+
+/// One head of one row: softmax over positions `0..n` of the cache.
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename the same values
+fn attend(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    stride: usize,
+    offset: usize,
+    n: usize,
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let e = q.len();
+    scores.clear();
+    let mut max = f32::NEG_INFINITY;
+    for p in 0..n {
+        let k = &keys[p * stride + offset..][..e];
+        let s = dot(q, k) * scale;
+        max = max.max(s);
+        scores.push(s);
+    }
+    let mut sum = 0f32;
+    for s in scores.iter_mut() {
+        *s = exp_f32(*s - max);
+        sum += *s;
+    }
+    out.fill(0.0);
+    for (p, &w) in scores.iter().enumerate() {
+        let v = &values[p * stride + offset..][..e];
+        for (o, &x) in out.iter_mut().zip(v) {
+            *o += w * x;
+        }
+    }
+    let inv = 1.0 / sum;
+    for o in out.iter_mut() {
+        *o *= inv;
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    for (ca, cb) in a.chunks_exact(16).zip(b.chunks_exact(16)) {
+        for i in 0..16 {
+            acc[i] += ca[i] * cb[i];
+        }
+    }
+    let tail: f32 =
+        a.chunks_exact(16).remainder().iter().zip(b.chunks_exact(16).remainder()).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}

@@ -1,0 +1,231 @@
+//! Sampling that a validator can recompute: the token at a position is a
+//! deterministic function of the model's logits, the request's sampling
+//! parameters, its seed and the position (Gumbel-max).
+//!
+//! ```text
+//!  nucleus N = smallest set of most probable tokens (id breaks ties) with Σp ≥ top_p
+//!  g_i       = −ln(−ln u_i),  u_i = ChaCha20[key = H(seed, position)] word i, in (0, 1)
+//!  token     = argmax_{i ∈ N} ( logit_i / T + g_i )        (T = 0: argmax_i logit_i)
+//! ```
+//!
+//! Gumbel-max draws exactly from `softmax(logits/T)` restricted to `N`, and
+//! the noise is tied to the token id, not to the order candidates are visited
+//! in. So an executor that generated with a cheaper model and reported the
+//! real model's probabilities afterwards is caught: for its tokens to pass,
+//! they must be the argmax of the real logits plus noise it cannot choose.
+//! [`check_token`] accepts a token whose perturbed score is within a small
+//! margin of the best, since a validator's logits differ from the executor's
+//! in the last bits when their CPUs differ.
+
+use sha2::{Digest, Sha256};
+
+use crate::chacha::{StreamKey, fill_words};
+
+/// Sampling parameters of one request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplingParams {
+    /// Softmax temperature; 0 means greedy.
+    pub temperature: f32,
+    /// Nucleus mass in `(0, 1]`.
+    pub top_p: f32,
+    /// The request's seed.
+    pub seed: u64,
+}
+
+impl SamplingParams {
+    /// Greedy decoding.
+    pub const GREEDY: Self = Self { temperature: 0.0, top_p: 1.0, seed: 0 };
+
+    fn greedy(&self) -> bool {
+        self.temperature <= 0.0
+    }
+}
+
+/// The noise stream of one position.
+fn noise_key(seed: u64, position: u32) -> StreamKey {
+    let mut h = Sha256::new();
+    h.update(b"gonka/sampling/gumbel/v1");
+    h.update(seed.to_le_bytes());
+    h.update(position.to_le_bytes());
+    StreamKey::new(&h.finalize().into())
+}
+
+/// Gumbel noise from one 32-bit word: `u` is the word's top 24 bits plus a
+/// half, over 2^24, so it is never 0 or 1.
+fn gumbel(word: u32) -> f64 {
+    let u = ((word >> 8) as f64 + 0.5) / (1u32 << 24) as f64;
+    -(-u.ln()).ln()
+}
+
+/// Reusable buffers.
+#[derive(Debug, Default)]
+pub struct SamplerScratch {
+    order: Vec<u32>,
+    words: Vec<u32>,
+}
+
+/// The candidates of a position: the nucleus, most probable first, with the
+/// log-sum-exp of the tempered logits (for probabilities).
+fn nucleus<'s>(logits: &[f32], p: &SamplingParams, order: &'s mut Vec<u32>) -> &'s [u32] {
+    order.clear();
+    order.extend(0..logits.len() as u32);
+    if p.top_p >= 1.0 {
+        return order;
+    }
+    let t = p.temperature as f64;
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+    let z: f64 = logits.iter().map(|&v| ((v as f64 - max) / t).exp()).sum();
+    // Most probable first; the id decides between equal logits, so the order
+    // is a function of the values alone.
+    order.sort_unstable_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]).then(a.cmp(&b)));
+    let mut mass = 0.0;
+    let mut keep = 0;
+    for &i in order.iter() {
+        keep += 1;
+        mass += ((logits[i as usize] as f64 - max) / t).exp() / z;
+        if mass >= p.top_p as f64 {
+            break;
+        }
+    }
+    &order[..keep]
+}
+
+/// The perturbed score of every candidate, and the candidates.
+fn scores(logits: &[f32], p: &SamplingParams, position: u32, s: &mut SamplerScratch) -> Vec<(u32, f64)> {
+    let candidates = nucleus(logits, p, &mut s.order);
+    let key = noise_key(p.seed, position);
+    s.words.resize(logits.len(), 0);
+    if candidates.len() * 4 >= logits.len() {
+        fill_words(&key, 0, &mut s.words);
+    } else {
+        for &i in candidates {
+            s.words[i as usize] = key.word(u64::from(i));
+        }
+    }
+    let t = p.temperature as f64;
+    candidates.iter().map(|&i| (i, logits[i as usize] as f64 / t + gumbel(s.words[i as usize]))).collect()
+}
+
+fn best(scored: &[(u32, f64)]) -> (u32, f64) {
+    scored.iter().copied().fold((u32::MAX, f64::NEG_INFINITY), |b, c| if c.1 > b.1 { c } else { b })
+}
+
+fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, v) in logits.iter().enumerate() {
+        if *v > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// The token at `position` (its index in the whole sequence) from `logits`.
+pub fn sample(logits: &[f32], p: &SamplingParams, position: u32, s: &mut SamplerScratch) -> u32 {
+    if p.greedy() {
+        return argmax(logits);
+    }
+    best(&scores(logits, p, position, s)).0
+}
+
+/// Whether `token` is what [`sample`] gives from `logits` up to `margin`:
+/// its perturbed score (or, greedy, its logit) is within `margin` of the best
+/// one, and it is in the nucleus.
+pub fn check_token(
+    logits: &[f32],
+    p: &SamplingParams,
+    position: u32,
+    token: u32,
+    margin: f64,
+    s: &mut SamplerScratch,
+) -> bool {
+    let Some(&value) = logits.get(token as usize) else {
+        return false;
+    };
+    if p.greedy() {
+        return logits[argmax(logits) as usize] as f64 - value as f64 <= margin;
+    }
+    let scored = scores(logits, p, position, s);
+    let Some(&(_, mine)) = scored.iter().find(|c| c.0 == token) else {
+        return false;
+    };
+    best(&scored).1 - mine <= margin
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logits(v: usize, seed: u8) -> Vec<f32> {
+        let mut w = vec![0u32; v];
+        fill_words(&StreamKey::new(&[seed; 32]), 0, &mut w);
+        // Spread like a language model's logits: a few tokens far above the rest.
+        w.iter().map(|x| (*x % 1000) as f32 / 33.0).collect()
+    }
+
+    #[test]
+    fn sampling_is_a_function_of_logits_seed_and_position() {
+        let l = logits(500, 1);
+        let p = SamplingParams { temperature: 0.8, top_p: 0.95, seed: 7 };
+        let mut s = SamplerScratch::default();
+        let a: Vec<u32> = (0..50).map(|pos| sample(&l, &p, pos, &mut s)).collect();
+        let b: Vec<u32> = (0..50).map(|pos| sample(&l, &p, pos, &mut s)).collect();
+        assert_eq!(a, b);
+        let other = SamplingParams { seed: 8, ..p };
+        let c: Vec<u32> = (0..50).map(|pos| sample(&l, &other, pos, &mut s)).collect();
+        assert_ne!(a, c, "another seed drew the same 50 tokens");
+        for (pos, &t) in a.iter().enumerate() {
+            assert!(check_token(&l, &p, pos as u32, t, 0.0, &mut s));
+        }
+    }
+
+    #[test]
+    fn draws_follow_the_softmax() {
+        // Four tokens with probabilities 0.1, 0.2, 0.3, 0.4 at temperature 1.
+        let l: Vec<f32> = [0.1f32, 0.2, 0.3, 0.4].iter().map(|p| p.ln()).collect();
+        let p = SamplingParams { temperature: 1.0, top_p: 1.0, seed: 0 };
+        let mut s = SamplerScratch::default();
+        let n = 40_000;
+        let mut counts = [0u32; 4];
+        for pos in 0..n {
+            counts[sample(&l, &p, pos, &mut s) as usize] += 1;
+        }
+        for (i, c) in counts.iter().enumerate() {
+            let f = *c as f64 / n as f64;
+            let want = 0.1 * (i + 1) as f64;
+            // Five standard deviations of a binomial proportion.
+            let sd = (want * (1.0 - want) / n as f64).sqrt();
+            assert!((f - want).abs() < 5.0 * sd, "token {i}: frequency {f}, expected {want}");
+        }
+    }
+
+    #[test]
+    fn top_p_keeps_draws_inside_the_nucleus_and_greedy_takes_the_argmax() {
+        let l: Vec<f32> = [0.5f32, 0.3, 0.15, 0.05].iter().map(|p| p.ln()).collect();
+        let p = SamplingParams { temperature: 1.0, top_p: 0.7, seed: 3 };
+        let mut s = SamplerScratch::default();
+        for pos in 0..2000 {
+            assert!(sample(&l, &p, pos, &mut s) < 2, "drew outside the 0.7 nucleus {{0, 1}}");
+        }
+        assert_eq!(sample(&l, &SamplingParams::GREEDY, 0, &mut s), 0);
+        assert!(!check_token(&l, &p, 0, 3, 1.0, &mut s), "a token outside the nucleus passed");
+        assert!(!check_token(&l, &p, 0, 99, 1.0, &mut s), "an id outside the vocabulary passed");
+    }
+
+    #[test]
+    fn a_token_from_another_distribution_fails_the_check() {
+        // A cheaper model proposes its own tokens, drawn with the request's own
+        // noise; checked against the real logits, most of them are not the argmax.
+        let real = logits(1000, 2);
+        let cheap = logits(1000, 3);
+        let p = SamplingParams { temperature: 1.0, top_p: 1.0, seed: 11 };
+        let mut s = SamplerScratch::default();
+        let caught = (0..200)
+            .filter(|&pos| {
+                let t = sample(&cheap, &p, pos, &mut s);
+                !check_token(&real, &p, pos, t, 1e-3, &mut s)
+            })
+            .count();
+        assert!(caught >= 190, "only {caught}/200 tokens of another model were caught");
+    }
+}

@@ -1,0 +1,169 @@
+//! SmolLM2-135M-Instruct (the GGUF file `tools/fetch-model.sh` fetches)
+//! against golden logits from an independent float64 numpy implementation
+//! (`tools/reference/smollm2_reference.py` → `tests/golden/smollm2.json`).
+//!
+//! Tolerance: logits within `LOGIT_TOLERANCE` of the reference. The
+//! reference's own float32 run differs from float64 by at most 8.4e-5 at any
+//! position; ours sums in another order and decodes every weight in f32, so
+//! the bound leaves room for that and no more.
+//!
+//! Without the model file the tests print a skip line, unless
+//! `GONKA_REQUIRE_MODEL=1` (CI sets it), then they fail.
+
+use std::path::PathBuf;
+
+use gonka_kernels::llm::gguf::default_model_path;
+use gonka_kernels::llm::llama::{Llama, LlamaScratch, Outputs, SeqStep};
+use gonka_kernels::llm::load::load_gguf;
+use serde_json::Value;
+
+/// Largest |ours − reference| accepted for any logit.
+const LOGIT_TOLERANCE: f64 = 2e-3;
+
+fn model() -> Option<Llama> {
+    let path: PathBuf = default_model_path();
+    if !path.exists() {
+        assert!(
+            std::env::var("GONKA_REQUIRE_MODEL").as_deref() != Ok("1"),
+            "model file {} missing (run tools/fetch-model.sh)",
+            path.display()
+        );
+        eprintln!("skipping: {} missing (run tools/fetch-model.sh)", path.display());
+        return None;
+    }
+    let (_, model) = load_gguf(&path).expect("the fetched model loads");
+    Some(model)
+}
+
+fn golden() -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/smollm2.json");
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("golden file")).expect("golden JSON")
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array().expect("array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().expect("number")
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter().enumerate().fold(0, |b, (i, x)| if *x > v[b] { i } else { b })
+}
+
+#[test]
+fn logits_match_the_reference_at_every_position() {
+    let Some(model) = model() else { return };
+    let g = golden();
+    let vocab = model.config().vocab;
+    let stride = g["logit_ids"]["stride"].as_u64().expect("stride") as u32;
+    let logit_ids: Vec<u32> =
+        (0..g["logit_ids"]["count"].as_u64().expect("count") as u32).map(|j| j * stride).collect();
+    let mut worst = 0f64;
+    let mut s = LlamaScratch::default();
+    for prompt in g["prompts"].as_array().expect("prompts") {
+        let name = prompt["name"].as_str().expect("name");
+        let tokens = ids(&prompt["ids"]);
+        let mut cache = model.new_cache();
+        let out = model
+            .step(&mut [SeqStep { cache: &mut cache, tokens: &tokens, outputs: Outputs::All }], &mut s)
+            .expect("prompt fits");
+        for (pos, want) in prompt["positions"].as_array().expect("positions").iter().enumerate() {
+            let row = &out.logits[pos * vocab..(pos + 1) * vocab];
+            for pair in want["top8"].as_array().expect("top8") {
+                let (id, logit) = (pair[0].as_u64().expect("id") as usize, f(&pair[1]));
+                let diff = (row[id] as f64 - logit).abs();
+                worst = worst.max(diff);
+                assert!(diff <= LOGIT_TOLERANCE, "{name} position {pos} token {id}: {} vs {logit}", row[id]);
+            }
+            let margin = f(&want["top8"][0][1]) - f(&want["top8"][1][1]);
+            if margin > 2.0 * LOGIT_TOLERANCE {
+                assert_eq!(
+                    argmax(row) as u64,
+                    want["argmax"].as_u64().expect("argmax"),
+                    "{name} position {pos}"
+                );
+            }
+        }
+        let last = &out.logits[(tokens.len() - 1) * vocab..tokens.len() * vocab];
+        for (id, want) in logit_ids.iter().zip(prompt["last"]["logits_at_ids"].as_array().expect("logits")) {
+            let diff = (last[*id as usize] as f64 - f(want)).abs();
+            worst = worst.max(diff);
+            assert!(
+                diff <= LOGIT_TOLERANCE,
+                "{name} last position token {id}: {} vs {}",
+                last[*id as usize],
+                f(want)
+            );
+        }
+        let mean = last.iter().map(|&v| v as f64).sum::<f64>() / vocab as f64;
+        assert!((mean - f(&prompt["last"]["mean"])).abs() <= LOGIT_TOLERANCE, "{name}: mean logit {mean}");
+    }
+    eprintln!("largest logit difference from the float64 reference: {worst:.2e}");
+}
+
+#[test]
+fn greedy_generation_with_the_cache_reproduces_the_reference() {
+    let Some(model) = model() else { return };
+    let g = golden();
+    let mut s = LlamaScratch::default();
+    for prompt in g["prompts"].as_array().expect("prompts") {
+        let name = prompt["name"].as_str().expect("name");
+        let tokens = ids(&prompt["ids"]);
+        let want = ids(&prompt["greedy"]["ids"]);
+        let mut cache = model.new_cache();
+        let mut next = tokens.clone();
+        let mut got = Vec::new();
+        for _ in 0..want.len() {
+            let out = model
+                .step(&mut [SeqStep { cache: &mut cache, tokens: &next, outputs: Outputs::Last }], &mut s)
+                .expect("fits");
+            let t = argmax(&out.logits) as u32;
+            got.push(t);
+            next = vec![t];
+        }
+        assert_eq!(got, want, "{name}: greedy continuation differs");
+    }
+}
+
+/// A quick throughput printer for development (`--ignored --nocapture`);
+/// the benchmark of record is `benches/inference`.
+#[test]
+#[ignore]
+fn print_decode_throughput() {
+    let Some(model) = model() else { return };
+    let mut s = LlamaScratch::default();
+    let prompt: Vec<u32> = (0..64u32).map(|i| 1000 + i * 7).collect();
+    let batches: Vec<usize> = std::env::var("BATCHES")
+        .map(|v| v.split(',').filter_map(|b| b.parse().ok()).collect())
+        .unwrap_or_else(|_| vec![1, 8, 32]);
+    for batch in batches {
+        let mut caches: Vec<_> = (0..batch).map(|_| model.new_cache()).collect();
+        let t0 = std::time::Instant::now();
+        {
+            let mut steps: Vec<SeqStep<'_>> = caches
+                .iter_mut()
+                .map(|cache| SeqStep { cache, tokens: &prompt, outputs: Outputs::Last })
+                .collect();
+            model.step(&mut steps, &mut s).expect("fits");
+        }
+        let prefill = t0.elapsed().as_secs_f64();
+        let steps_n = 48;
+        let t1 = std::time::Instant::now();
+        for _ in 0..steps_n {
+            let mut steps: Vec<SeqStep<'_>> = caches
+                .iter_mut()
+                .map(|cache| SeqStep { cache, tokens: &[42], outputs: Outputs::Last })
+                .collect();
+            model.step(&mut steps, &mut s).expect("fits");
+        }
+        let decode = t1.elapsed().as_secs_f64();
+        eprintln!(
+            "batch {batch}: prefill {:.0} tokens/s, decode {:.1} tokens/s ({:.1} ms/step)",
+            (batch * prompt.len()) as f64 / prefill,
+            (batch * steps_n) as f64 / decode,
+            decode / steps_n as f64 * 1e3
+        );
+    }
+}
