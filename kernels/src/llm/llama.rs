@@ -26,6 +26,7 @@ use rayon::prelude::*;
 use thiserror::Error;
 
 use super::qmatmul::{QMatrix, QMatrixError};
+use crate::gemm::Precision;
 use crate::simd::{exp_f32, rms_norm_rows, swiglu_rows};
 
 /// Rows of attention work (one row, one head) handed to a worker at a time.
@@ -147,6 +148,8 @@ pub struct Llama {
     head: Option<QMatrix>,
     /// `cos, sin` of `pos · θ_i`, `[max_seq][head_dim/2]`, computed in f64.
     rope: Vec<(f32, f32)>,
+    /// How activations enter the products.
+    precision: Precision,
 }
 
 fn stack(name: String, parts: &[&QMatrix]) -> Result<QMatrix, LlamaError> {
@@ -183,7 +186,26 @@ impl Llama {
             None
         };
         let rope = rope_table(&config);
-        Ok(Self { config, embed, layers, out_norm, head, rope })
+        Ok(Self { config, embed, layers, out_norm, head, rope, precision: Precision::F32 })
+    }
+
+    /// Rounds activations to bf16 before every product (`Bf16`), as an
+    /// executor on bf16 hardware would, or keeps them f32 (the default).
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
+    }
+
+    /// The activation precision.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    fn round(&self, x: &mut [f32]) {
+        if self.precision == Precision::Bf16 {
+            for v in x {
+                *v = half::bf16::from_f32(*v).to_f32();
+            }
+        }
     }
 
     /// The model's shape.
@@ -264,8 +286,10 @@ pub enum Outputs {
     None,
     /// The last token's.
     Last,
-    /// Every token's (teacher-forced checking).
+    /// Every token's.
     All,
+    /// The last `n` tokens' (teacher-forced checking of an output of `n`).
+    Tail(usize),
 }
 
 /// One sequence's part of a step.
@@ -357,6 +381,7 @@ impl Llama {
         let (d, e, rows) = (c.d_model, c.head_dim, places.len());
         let (qkv_dim, kv) = (c.qkv_dim(), c.kv_dim());
         norm_rows(&s.x, d, c.rms_eps, &layer.attn_norm, &mut s.a);
+        self.round(&mut s.a);
         s.qkv.resize(rows * qkv_dim, 0.0);
         layer.wqkv.matmul(&s.a, rows, &mut s.qkv);
         for (row, place) in s.qkv.chunks_exact_mut(qkv_dim).zip(places) {
@@ -391,6 +416,7 @@ impl Llama {
             },
         );
         s.tmp.resize(rows * d, 0.0);
+        self.round(&mut s.attn);
         layer.wo.matmul(&s.attn, rows, &mut s.tmp);
         add(&mut s.x, &s.tmp);
     }
@@ -399,10 +425,12 @@ impl Llama {
         let c = &self.config;
         let (d, f) = (c.d_model, c.ffn);
         norm_rows(&s.x, d, c.rms_eps, &layer.ffn_norm, &mut s.a);
+        self.round(&mut s.a);
         s.ffn.resize(rows * 2 * f, 0.0);
         layer.w13.matmul(&s.a, rows, &mut s.ffn);
         s.h.resize(rows * f, 0.0);
         swiglu_rows(&s.ffn, f, &mut s.h);
+        self.round(&mut s.h);
         s.tmp.resize(rows * d, 0.0);
         layer.w2.matmul(&s.h, rows, &mut s.tmp);
         add(&mut s.x, &s.tmp);
@@ -421,6 +449,7 @@ impl Llama {
                 Outputs::Last if n > 0 => vec![first + n - 1],
                 Outputs::Last => vec![],
                 Outputs::All => (first..first + n).collect(),
+                Outputs::Tail(t) => (first + n - t.min(n)..first + n).collect(),
             };
             rows_per_seq.push(asked.len());
             picked.extend(asked);
@@ -433,7 +462,9 @@ impl Llama {
         let mut hidden = Vec::new();
         norm_rows(&chosen, d, c.rms_eps, &self.out_norm, &mut hidden);
         let mut logits = vec![0f32; picked.len() * c.vocab];
-        self.head.as_ref().unwrap_or(&self.embed).matmul(&hidden, picked.len(), &mut logits);
+        let mut input = hidden.clone();
+        self.round(&mut input);
+        self.head.as_ref().unwrap_or(&self.embed).matmul(&input, picked.len(), &mut logits);
         StepOutput { logits, hidden, rows_per_seq }
     }
 }

@@ -2,6 +2,7 @@
 //! quantized blocks ([`quant`]), the byte-level BPE tokenizer and chat
 //! template ([`tokenizer`]), a seed-generated tiny Llama for tests ([`tiny`]).
 
+pub mod artifact;
 pub mod gguf;
 pub mod llama;
 pub mod load;

@@ -139,17 +139,30 @@ pub fn check_token(
     margin: f64,
     s: &mut SamplerScratch,
 ) -> bool {
+    token_gap(logits, p, position, token, s) <= margin
+}
+
+/// How far `token`'s perturbed score (greedy: its logit) is below the best
+/// one: 0 when it is the sample, infinite when it is outside the nucleus or
+/// the vocabulary.
+pub fn token_gap(
+    logits: &[f32],
+    p: &SamplingParams,
+    position: u32,
+    token: u32,
+    s: &mut SamplerScratch,
+) -> f64 {
     let Some(&value) = logits.get(token as usize) else {
-        return false;
+        return f64::INFINITY;
     };
     if p.greedy() {
-        return logits[argmax(logits) as usize] as f64 - value as f64 <= margin;
+        return logits[argmax(logits) as usize] as f64 - value as f64;
     }
     let scored = scores(logits, p, position, s);
-    let Some(&(_, mine)) = scored.iter().find(|c| c.0 == token) else {
-        return false;
-    };
-    best(&scored).1 - mine <= margin
+    match scored.iter().find(|c| c.0 == token) {
+        Some(&(_, mine)) => best(&scored).1 - mine,
+        None => f64::INFINITY,
+    }
 }
 
 #[cfg(test)]

@@ -79,8 +79,10 @@ pub fn generate(config: &LlamaConfig, seed: u64) -> Vec<(String, Vec<usize>, Vec
                 // Norm gains near one.
                 words.iter().map(|&w| 1.0 + 0.1 * uniform(w)).collect()
             } else {
-                // Keep activations of order one: embeddings unit-scale, products 1/√k.
-                let scale = if name == "token_embd.weight" { 1.0 } else { 1.0 / (shape[1] as f32).sqrt() };
+                // Products scaled 1/√k keep activations of order one; the (tied)
+                // embeddings at 0.3 give logits of spread about one, so sampling
+                // at temperature 1 has real choices, as a language model's does.
+                let scale = if name == "token_embd.weight" { 0.3 } else { 1.0 / (shape[1] as f32).sqrt() };
                 words.iter().map(|&w| scale * uniform(w)).collect()
             };
             (name, shape, values)

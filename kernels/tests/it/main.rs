@@ -1,5 +1,5 @@
 //! Integration tests of gonka-kernels, one binary.
 
+mod smollm2;
 mod spec_vectors;
 mod spec_vectors_v2;
-mod smollm2;
