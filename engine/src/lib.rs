@@ -35,6 +35,7 @@ pub mod chain;
 pub mod consensus;
 pub mod crypto;
 pub mod hosts;
+pub mod inference;
 pub mod node;
 pub mod params;
 pub mod proofs;

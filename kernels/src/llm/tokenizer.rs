@@ -343,7 +343,8 @@ impl Tokenizer {
         })
     }
 
-    fn bytes_of(&self, id: u32) -> Result<&[u8], TokenizerError> {
+    /// The bytes token `id` stands for (a control token: its own text).
+    pub fn bytes_of(&self, id: u32) -> Result<&[u8], TokenizerError> {
         self.token_bytes.get(id as usize).map(|b| &b[..]).ok_or(TokenizerError::IdOutOfRange {
             what: "token",
             id,
