@@ -84,6 +84,31 @@ def summary(values):
     }
 
 
+def cpu_snapshot():
+    """(wall s, machine busy CPU s from /proc/stat, this process's CPU s); None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal
+    t = os.times()
+    return time.perf_counter(), busy / hz, t.user + t.system
+
+
+def other_load(start, end) -> dict:
+    """How busy the rest of the machine was between two snapshots, in cores."""
+    if not start or not end:
+        return {}
+    wall = end[0] - start[0]
+    mine = (end[2] - start[2]) / wall
+    total = (end[1] - start[1]) / wall
+    return {"wall_s": wall, "machine_busy_cores": total, "this_process_cores": mine,
+            "other_busy_cores": max(0.0, total - mine)}
+
+
 # ---------------------------------------------------------------- llama.cpp glue
 
 _LOG_LEVELS = {"none": 0, "debug": 1, "info": 2, "warn": 3, "error": 4, "cont": 5}
@@ -322,6 +347,7 @@ def logits_check(model: Model, n_threads: int, golden_path: Path) -> dict:
             "max_abs_diff_top8": max(diffs),
             "argmax": int(rows[i].argmax()),
             "golden_argmax": gp["argmax"],
+            "golden_top1_top2_margin": gp["top8"][0][1] - gp["top8"][1][1],
         })
     n_greedy = min(len(greedy), len(g["greedy"]["ids"]))
     lg = g["last"]["logits_at_ids"]
@@ -382,6 +408,7 @@ def main():
     batch_seqs = [int(s) for s in args.batch_seqs.split(",") if s.strip()]
 
     _keep = quiet_llama_logs(args.verbose)  # noqa: F841
+    snap0 = cpu_snapshot()
     ll.llama_backend_init()
     model_path = os.path.abspath(args.model)
     if not os.path.isfile(model_path):
@@ -489,6 +516,9 @@ def main():
 
     result["logits_check"] = logits_check(model, args.threads, Path(args.golden))
     result["loadavg_end"] = list(os.getloadavg())
+    # Other processes competing for the cores lower every figure (llama.cpp's
+    # threads spin-wait at each op's barrier, so a preempted thread stalls all).
+    result["cpu_during_run"] = other_load(snap0, cpu_snapshot())
     ll.llama_model_free(model.model)
     print(json.dumps(result, indent=1))
 

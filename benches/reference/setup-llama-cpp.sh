@@ -25,7 +25,7 @@ PY="$VENV/bin/python"
 # Versions verified together on this machine (Python 3.11, x86_64, gcc 12).
 LLAMA_CPP_PYTHON_VERSION="0.3.36"
 BUILD_DEPS=(
-  "scikit-build-core[pyproject]==1.1.2"
+  "scikit-build-core==1.1.2"
   "cmake==4.4.5"
   "ninja==1.13.2"
 )

@@ -10,6 +10,7 @@ mod bench;
 mod demo;
 mod dists;
 mod genesis;
+mod infer;
 mod inspect;
 mod keygen;
 mod sim;
@@ -55,6 +56,11 @@ enum Command {
     Genesis(genesis::GenesisArgs),
     /// Reads a host's chain store: heights, hosts, an epoch's Sprint, a task, a block.
     Inspect(inspect::InspectArgs),
+    /// The inference engine on its own: a chat, its benchmark, its validation study.
+    Infer {
+        #[command(subcommand)]
+        command: infer::InferCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,6 +83,7 @@ fn main() -> ExitCode {
         Command::Sim(a) => sim::run_sim(&a),
         Command::Genesis(a) => genesis::run(&a),
         Command::Inspect(a) => inspect::run(&a),
+        Command::Infer { command } => infer::run(&command).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -38,11 +38,14 @@ pub struct TaskOutput {
 }
 
 /// Runs tasks and checks other hosts' results.
+///
+/// Both calls may answer "not yet" (`None`): a real model runs on its own
+/// thread, and the agent asks again after the next block until it answers.
 pub trait TaskRunner: std::fmt::Debug + Send + Sync {
     /// Runs `task` (cheating as `cheat` says, in a simulation).
-    fn run(&self, task: &Task, cheat: Option<TaskCheat>) -> TaskOutput;
+    fn run(&self, task: &Task, cheat: Option<TaskCheat>) -> Option<TaskOutput>;
     /// Recomputes `task` and compares with the executor's result: whether it matches.
-    fn check(&self, task: &Task, result: &Finished, checker: &PublicKeyBytes) -> bool;
+    fn check(&self, task: &Task, result: &Finished, checker: &PublicKeyBytes) -> Option<bool>;
 }
 
 /// A model of inference for the simulator: an honest output is a function
@@ -77,7 +80,7 @@ impl SimulatedInference {
 }
 
 impl TaskRunner for SimulatedInference {
-    fn run(&self, task: &Task, cheat: Option<TaskCheat>) -> TaskOutput {
+    fn run(&self, task: &Task, cheat: Option<TaskCheat>) -> Option<TaskOutput> {
         let kind = match cheat {
             None => "honest",
             Some(TaskCheat::WrongOutputs) => "wrong",
@@ -86,18 +89,18 @@ impl TaskRunner for SimulatedInference {
         let output = Self::output(task, kind);
         let h = tagged_hash("gonka/sim-tokens", &[&task.id]);
         let tokens = 1 + u32::from_le_bytes([h[0], h[1], h[2], h[3]]) % task.max_tokens.max(1);
-        TaskOutput { output, artifact: tagged_hash("gonka/sim-artifact", &[&output]), tokens }
+        Some(TaskOutput { output, artifact: tagged_hash("gonka/sim-artifact", &[&output]), tokens })
     }
 
-    fn check(&self, task: &Task, result: &Finished, checker: &PublicKeyBytes) -> bool {
+    fn check(&self, task: &Task, result: &Finished, checker: &PublicKeyBytes) -> Option<bool> {
         let draw = Self::draw(checker, task);
-        if result.output == Self::output(task, "honest") {
+        Some(if result.output == Self::output(task, "honest") {
             draw >= self.false_mismatch_ppm
         } else if result.output == Self::output(task, "smaller") {
             draw < self.smaller_model_pass_ppm
         } else {
             false
-        }
+        })
     }
 }
 
@@ -141,8 +144,8 @@ impl Agent {
                 TaskStatus::Requested if task.executor == me => {
                     let sent = self.tasks.finished.get(&task.id).copied();
                     if sent.is_none_or(|h| next >= h + super::RESEND_BLOCKS) {
+                        let Some(o) = self.runner.run(task, self.behavior.task_cheat) else { continue };
                         self.tasks.finished.insert(task.id, next);
-                        let o = self.runner.run(task, self.behavior.task_cheat);
                         bodies.push(Transaction::InferenceFinish(InferenceFinish {
                             task: task.id,
                             output: o.output,
@@ -162,7 +165,11 @@ impl Agent {
                     };
                     let selection = selection_signature(&self.key, &task.id);
                     if select(&selection, p) {
-                        let pass = self.verdict(task, f);
+                        let Some(pass) = self.verdict(task, f) else {
+                            // Not decided yet: ask again after the next block.
+                            self.tasks.checked.remove(&task.id);
+                            continue;
+                        };
                         bodies.push(Transaction::TaskCheck(TaskCheck { task: task.id, selection, pass }));
                     }
                 }
@@ -172,8 +179,11 @@ impl Agent {
                         && !self.behavior.skip_validation
                         && self.tasks.voted.insert(task.id) =>
                 {
-                    let fraud = !self.verdict(task, f);
-                    bodies.push(Transaction::DisputeVote(DisputeVote { task: task.id, fraud }));
+                    let Some(pass) = self.verdict(task, f) else {
+                        self.tasks.voted.remove(&task.id);
+                        continue;
+                    };
+                    bodies.push(Transaction::DisputeVote(DisputeVote { task: task.id, fraud: !pass }));
                 }
                 _ => {}
             }
@@ -183,12 +193,12 @@ impl Agent {
 
     /// Whether this host calls the result a match: lazy hosts and
     /// colluders (for their partners) say yes without recomputing.
-    fn verdict(&self, task: &Task, f: &Finished) -> bool {
+    fn verdict(&self, task: &Task, f: &Finished) -> Option<bool> {
         if self.behavior.lazy_validator {
-            return true;
+            return Some(true);
         }
         if self.behavior.colluders.as_ref().is_some_and(|c| c.contains(&task.executor)) {
-            return true;
+            return Some(true);
         }
         self.runner.check(task, f, &self.key.public_key())
     }

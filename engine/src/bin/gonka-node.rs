@@ -10,7 +10,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use gonka_engine::node::config::{NodeConfig, write_localnet};
+use gonka_engine::node::config::{ModelConfig, NodeConfig, SMOLLM2_NAME, write_localnet};
 use gonka_engine::node::core::CommitInfo;
 use gonka_engine::node::runtime::Node;
 
@@ -46,6 +46,10 @@ enum Cmd {
         /// Stop after this many blocks (default: run until Ctrl-C).
         #[arg(long)]
         blocks: Option<u64>,
+        /// The model the hosts serve: `smollm2` (the GGUF file `tools/fetch-model.sh`
+        /// fetches) or `tiny` (a seed-generated test model, no file needed).
+        #[arg(long, default_value = "smollm2")]
+        model: String,
     },
 }
 
@@ -53,7 +57,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Run { config, stop_on_stdin_eof } => run(&config, stop_on_stdin_eof),
-        Cmd::Localnet { hosts, dir, base_port, blocks } => localnet(hosts, dir, base_port, blocks),
+        Cmd::Localnet { hosts, dir, base_port, blocks, model } => {
+            localnet(hosts, dir, base_port, blocks, &model)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -121,14 +127,33 @@ fn run(config: &Path, stop_on_stdin_eof: bool) -> anyhow::Result<()> {
     })
 }
 
-fn localnet(hosts: usize, dir: Option<PathBuf>, base_port: u16, blocks: Option<u64>) -> anyhow::Result<()> {
+fn localnet(
+    hosts: usize,
+    dir: Option<PathBuf>,
+    base_port: u16,
+    blocks: Option<u64>,
+    model: &str,
+) -> anyhow::Result<()> {
     anyhow::ensure!(hosts >= 1, "at least one host");
+    let model = match model {
+        "smollm2" => {
+            let path = gonka_kernels::llm::gguf::default_model_path();
+            anyhow::ensure!(
+                path.exists(),
+                "model file {} is missing: run tools/fetch-model.sh",
+                path.display()
+            );
+            ModelConfig { name: SMOLLM2_NAME.into(), gguf: Some(path), tiny_seed: None }
+        }
+        "tiny" => ModelConfig { name: "tiny".into(), gguf: None, tiny_seed: Some(0) },
+        other => anyhow::bail!("unknown model {other:?}: `smollm2` or `tiny`"),
+    };
     let dir = match dir {
         Some(d) => d,
         None => std::env::temp_dir().join(format!("gonka-localnet-{}", std::process::id())),
     };
     anyhow::ensure!(!dir.join("genesis.bin").exists(), "{} already holds a network", dir.display());
-    let configs = write_localnet(&dir, hosts, base_port)?;
+    let configs = write_localnet(&dir, hosts, base_port, &model)?;
     println!(
         "local network of {hosts} hosts in {} (peers from port {base_port}, APIs from {})",
         dir.display(),

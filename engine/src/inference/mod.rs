@@ -2,7 +2,9 @@
 //! runs requests in continuous batches on the shared kernels, checks other
 //! hosts' completions and lends idle capacity to the Sprint miner ([`server`]).
 
+pub mod mining;
 pub mod model;
+pub mod payload;
 pub mod server;
 
 pub use model::{ModelError, ServedModel};

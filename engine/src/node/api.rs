@@ -16,12 +16,16 @@ use gonka_net::api::{
 };
 use serde_json::{Value, json};
 
+use gonka_kernels::llm::tokenizer::ChatMessage;
+
 use super::core::{Completion, NodeCore};
-use super::runtime::CoreInput;
+use super::runtime::{ApiRequest, CoreInput};
 use crate::chain::types::{SignedTransaction, Transaction};
 use crate::crypto::HostKey;
+use crate::inference::payload::{InferencePayload, MAX_PROMPT_TOKENS};
+use crate::inference::{ServedModel, Server};
 use crate::store::tables::TASKS;
-use crate::tasks::{InferenceRequest, TaskStatus, prompt_commitment, task_id};
+use crate::tasks::{InferenceRequest, TaskStatus, task_id};
 
 /// Tokens a request pays for when it does not say.
 const DEFAULT_MAX_TOKENS: u32 = 64;
@@ -34,25 +38,28 @@ const COMPLETION_TIMEOUT: Duration = Duration::from_secs(150);
 #[derive(Debug)]
 pub struct NodeApi {
     inputs: flume::Sender<CoreInput>,
-    /// API key → payer key.
     keys: BTreeMap<String, Arc<HostKey>>,
-    /// Model names in chain order.
     models: Vec<String>,
-    /// The next nonce this host will use per payer (requests may overlap).
     nonces: Arc<Mutex<BTreeMap<[u8; 48], u64>>>,
+    /// The model this host serves (its tokenizer turns requests into tokens).
+    server: Arc<Server>,
+    /// Its index in `models`.
+    served: u32,
 }
 
 impl NodeApi {
-    /// A backend over the core's `inputs`, with `keys` mapping API keys to payers.
+    /// The API of the core behind `inputs`, paying with `keys`, serving
+    /// model `served` of `models` on `server`.
     pub fn new(
         inputs: flume::Sender<CoreInput>,
         keys: BTreeMap<String, Arc<HostKey>>,
         models: Vec<String>,
+        server: Arc<Server>,
+        served: u32,
     ) -> Self {
-        Self { inputs, keys, models, nonces: Arc::default() }
+        Self { inputs, keys, models, nonces: Arc::default(), server, served }
     }
 
-    /// Runs `f` on the core's thread and returns its answer.
     async fn ask<T: Send + 'static>(
         inputs: &flume::Sender<CoreInput>,
         f: impl FnOnce(&mut NodeCore) -> T + Send + 'static,
@@ -71,15 +78,50 @@ impl NodeApi {
 }
 
 /// The prompt as one text: chat messages as `role: content` lines.
-fn prompt_text(p: &Prompt) -> String {
-    match p {
-        Prompt::Text(t) => t.clone(),
-        Prompt::Chat(messages) => messages
-            .iter()
-            .map(|m| format!("{}: {}", m.role.as_str(), m.content))
-            .collect::<Vec<_>>()
-            .join("\n"),
+/// The request's prompt in tokens, with the chat template for chats.
+fn prompt_tokens(model: &ServedModel, p: &Prompt) -> Result<Vec<u32>, ApiError> {
+    let tokens = match p {
+        Prompt::Text(t) => model.encode_text(t),
+        Prompt::Chat(messages) => {
+            let messages: Vec<ChatMessage> =
+                messages.iter().map(|m| ChatMessage::new(m.role.as_str(), m.content.clone())).collect();
+            model.encode_chat(&messages)
+        }
+    };
+    let tokens = tokens.map_err(|e| ApiError::bad_param("messages", e.to_string()))?;
+    if tokens.is_empty() {
+        return Err(ApiError::bad_param("prompt", "the prompt is empty"));
     }
+    Ok(tokens)
+}
+
+/// The text of `output` as pieces of one or more tokens each (a piece ends
+/// where a character is complete), cut at the first stop sequence.
+fn pieces(model: &ServedModel, output: &[u32], stop: &[String]) -> (Vec<String>, bool) {
+    let mut bytes = Vec::new();
+    let mut sent = 0;
+    let mut pieces = Vec::new();
+    let mut text = String::new();
+    for &t in output {
+        if model.stop_tokens.contains(&t) {
+            break;
+        }
+        let piece = model.stream_text(&mut bytes, &mut sent, t);
+        if piece.is_empty() {
+            continue;
+        }
+        text.push_str(&piece);
+        if let Some(at) = stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+            // Keep what comes before the stop sequence and end there.
+            let already: usize = pieces.iter().map(String::len).sum();
+            if at > already {
+                pieces.push(text[already..at].to_string());
+            }
+            return (pieces, true);
+        }
+        pieces.push(piece);
+    }
+    (pieces, false)
 }
 
 impl ApiBackend for NodeApi {
@@ -99,11 +141,28 @@ impl ApiBackend for NodeApi {
         let model = self.models.iter().position(|m| *m == job.model);
         let inputs = self.inputs.clone();
         let nonces = self.reserve_nonce_fn();
+        let server = Arc::clone(&self.server);
+        let served = self.served;
         async move {
             let payer = payer.ok_or(ApiError::InvalidApiKey)?;
             let model = model.ok_or_else(|| ApiError::ModelNotFound { model: job.model.clone() })? as u32;
-            let prompt = prompt_text(&job.input);
-            let max_tokens = job.params.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS).max(1);
+            if model != served {
+                return Err(ApiError::ModelNotFound {
+                    model: format!("{} (this host serves another model)", job.model),
+                });
+            }
+            let prompt = prompt_tokens(server.model(), &job.input)?;
+            let max_output = job.params.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS).max(1);
+            let context = server.model().llama.config().max_seq;
+            if prompt.len() + max_output as usize > context.min(MAX_PROMPT_TOKENS) {
+                return Err(ApiError::bad_param(
+                    "max_tokens",
+                    format!(
+                        "{} prompt tokens and {max_output} more exceed the context of {context}",
+                        prompt.len()
+                    ),
+                ));
+            }
             let pk = payer.public_key();
             let (chain_nonce, balance, price) = Self::ask(&inputs, move |core| {
                 let ledger = core.chain().ledger();
@@ -112,38 +171,58 @@ impl ApiBackend for NodeApi {
                 (ledger.nonce(&pk), ledger.balance(&pk), price)
             })
             .await?;
+            let nonce = nonces(pk, chain_nonce);
+            let task = task_id(&pk, nonce);
+            // Without a seed, one derived from the task: different per request, fixed once sent.
+            let seed = job
+                .params
+                .seed
+                .unwrap_or_else(|| u64::from_le_bytes(task[..8].try_into().unwrap_or_default()));
+            let top_p = job.params.top_p.unwrap_or(1.0);
+            let temperature = if top_p <= 0.0 { 0.0 } else { job.params.temperature.unwrap_or(1.0) };
+            let payload = InferencePayload {
+                model,
+                prompt,
+                max_output_tokens: max_output,
+                temperature,
+                top_p: if top_p <= 0.0 { 1.0 } else { top_p },
+                seed,
+            };
+            payload.check_bounds().map_err(|e| ApiError::bad_param("messages", e.to_string()))?;
+            let max_tokens = payload.token_budget();
             let max_cost = price * u128::from(max_tokens);
             if balance < max_cost {
                 return Err(ApiError::InsufficientBalance {
                     message: format!("the account holds {balance}, this request may cost up to {max_cost}"),
                 });
             }
-            let nonce = nonces(pk, chain_nonce);
             let request =
-                InferenceRequest { nonce, model, prompt: prompt_commitment(&prompt), max_tokens, max_cost };
-            let task = task_id(&pk, nonce);
+                InferenceRequest { nonce, model, prompt: payload.commitment(), max_tokens, max_cost };
             let tx = SignedTransaction::sign(&payer, Transaction::InferenceRequest(request));
             let (reply, done) = flume::bounded(1);
+            let request = Box::new(ApiRequest { tx, task, payload, reply });
             inputs
-                .try_send(CoreInput::Request(tx, task, reply))
+                .try_send(CoreInput::Request(request))
                 .map_err(|_| ApiError::Busy { message: "the node's queue is full".into() })?;
             let completion: Completion = tokio::time::timeout(COMPLETION_TIMEOUT, done.recv_async())
                 .await
                 .map_err(|_| ApiError::Unavailable { message: "no completion in time".into() })?
                 .map_err(|_| ApiError::Unavailable { message: "the node stopped".into() })?
                 .map_err(|message| ApiError::Unavailable { message })?;
-            let words: Vec<String> = completion.text.split(' ').map(str::to_string).collect();
-            let completion_tokens = words.len() as u32;
+            let (texts, stopped) = pieces(server.model(), &completion.output, &job.params.stop);
             let usage = Usage {
-                prompt_tokens: completion.tokens.saturating_sub(completion_tokens),
-                completion_tokens,
+                prompt_tokens: completion.prompt_tokens,
+                completion_tokens: completion.output.len() as u32,
             };
-            let finish_reason = if completion.cancelled { FinishReason::Length } else { FinishReason::Stop };
-            let mut items: Vec<Result<StreamItem, ApiError>> = words
-                .into_iter()
-                .enumerate()
-                .map(|(i, w)| Ok(StreamItem::Delta(if i == 0 { w } else { format!(" {w}") })))
-                .collect();
+            let ended_on_stop =
+                stopped || completion.output.last().is_some_and(|t| server.model().stop_tokens.contains(t));
+            let finish_reason = if completion.cancelled || !ended_on_stop {
+                FinishReason::Length
+            } else {
+                FinishReason::Stop
+            };
+            let mut items: Vec<Result<StreamItem, ApiError>> =
+                texts.into_iter().map(|t| Ok(StreamItem::Delta(t))).collect();
             items.push(Ok(StreamItem::Done { finish_reason, usage }));
             Ok(CompletionStream {
                 id: format!("cmpl-{}", hex::encode(completion.task)),

@@ -80,6 +80,39 @@ pub struct NodeConfig {
     pub nonces_per_sprint: u64,
     /// Cores for mining and validation.
     pub threads: usize,
+    /// The model this host serves.
+    pub model: ModelConfig,
+}
+
+/// The network's model name for SmolLM2-135M-Instruct.
+pub const SMOLLM2_NAME: &str = "SmolLM2-135M-Instruct";
+
+/// The model a host serves: a GGUF file, or the seed-generated tiny model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// Its name in the chain's model list.
+    pub name: String,
+    /// A GGUF llama file (relative paths are from the config file's directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gguf: Option<PathBuf>,
+    /// The seed of the tiny model, when there is no file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiny_seed: Option<u64>,
+}
+
+impl ModelConfig {
+    /// Loads the model.
+    pub fn load(&self) -> Result<crate::inference::ServedModel, String> {
+        match (&self.gguf, self.tiny_seed) {
+            (Some(path), None) => {
+                crate::inference::ServedModel::load_gguf(path, &self.name).map_err(|e| e.to_string())
+            }
+            (None, Some(seed)) => {
+                crate::inference::ServedModel::tiny(seed, &self.name).map_err(|e| e.to_string())
+            }
+            _ => Err(format!("model {}: give exactly one of `gguf` and `tiny_seed`", self.name)),
+        }
+    }
 }
 
 impl NodeConfig {
@@ -95,6 +128,11 @@ impl NodeConfig {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
+        }
+        if let Some(p) = c.model.gguf.as_mut()
+            && p.is_relative()
+        {
+            *p = base.join(&*p);
         }
         for k in &mut c.api_keys {
             if k.account_key_file.is_relative() {
@@ -135,16 +173,22 @@ pub fn write_genesis(path: &Path, genesis: &Genesis) -> Result<(), ConfigError> 
 }
 
 /// The local network's parameters: `tiny`'s epoch layout, the `small` model
-/// for the Sprint, timeouts for real processes on one machine.
-pub fn localnet_params() -> ChainParams {
+/// for the Sprint, timeouts for real processes on one machine, and `model`
+/// as the one model requests may name.
+pub fn localnet_params(model: &str) -> ChainParams {
+    let tiny = ChainParams::tiny();
     ChainParams {
+        economy: crate::params::EconomyParams {
+            models: vec![crate::params::ModelPrice { name: model.into(), price_per_token: 10 }],
+            ..tiny.economy.clone()
+        },
         pow_shape: ModelShape::of(&gonka_kernels::config::SMALL),
         pow_difficulty: Difficulty::V2 { nonces_per_proof: 64 },
         timeout_propose_ms: 1_500,
         timeout_vote_ms: 600,
         timeout_step_ms: 400,
         block_interval_ms: 200,
-        ..ChainParams::tiny()
+        ..tiny
     }
 }
 
@@ -158,7 +202,12 @@ pub const LOCALNET_NONCES: u64 = 1024;
 /// Writes a local network of `hosts` hosts under `dir`: keys, users, the
 /// genesis and one `node.toml` per host, peers on loopback from `base_port`
 /// (API ports from `base_port + 1000`). Returns the config paths.
-pub fn write_localnet(dir: &Path, hosts: usize, base_port: u16) -> Result<Vec<PathBuf>, ConfigError> {
+pub fn write_localnet(
+    dir: &Path,
+    hosts: usize,
+    base_port: u16,
+    model: &ModelConfig,
+) -> Result<Vec<PathBuf>, ConfigError> {
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| ConfigError::Io { path: path.clone(), source }
@@ -170,7 +219,7 @@ pub fn write_localnet(dir: &Path, hosts: usize, base_port: u16) -> Result<Vec<Pa
         users.iter().map(|u| GenesisAccount { key: u.public_key(), balance: LOCALNET_USER_FUNDS }).collect();
     accounts.sort_by_key(|a| a.key);
     let genesis = Genesis {
-        params: localnet_params(),
+        params: localnet_params(&model.name),
         seed: random32()?,
         hosts: keys.iter().map(|k| GenesisHost::new(k, 10)).collect(),
         accounts,
@@ -203,6 +252,7 @@ pub fn write_localnet(dir: &Path, hosts: usize, base_port: u16) -> Result<Vec<Pa
             }],
             nonces_per_sprint: LOCALNET_NONCES,
             threads: 1,
+            model: model.clone(),
         };
         let path = host_dir.join("node.toml");
         config.write(&path)?;

@@ -13,13 +13,16 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use gonka_kernels::encoding::{Hash32, tagged_hash};
+use gonka_kernels::llm::artifact::Artifact;
 
+use super::inference::{ModelRunner, TaskResult};
 use super::messages::{MAX_SYNC_BLOCKS, NodeMessage};
 use crate::agent::{Agent, Behavior, ModelCache};
 use crate::chain::types::{Block, FinalBlock, SignedTransaction, Transaction};
 use crate::chain::{ApplyReport, Chain};
 use crate::consensus::{Action, Consensus, HeightContext, Message, Timeout, TimeoutParams};
 use crate::crypto::{Domain, HostKey};
+use crate::inference::payload::InferencePayload;
 use crate::sim::host::Mempool;
 use crate::store::ChainStore;
 
@@ -91,6 +94,10 @@ pub struct NodeCore {
     progress: Option<(Option<u64>, u32, crate::consensus::Step)>,
     /// API requests waiting for their completion, by task id.
     waiters: BTreeMap<Hash32, Waiter>,
+    /// Runs this host's tasks and checks others' on the model server.
+    runner: Arc<ModelRunner>,
+    /// When each result the runner wants was last asked for.
+    fetch_asked: BTreeMap<Hash32, u64>,
     /// Votes and proposals already passed on.
     relayed: gonka_net::peer::SeenCache,
     halted: Option<String>,
@@ -101,8 +108,10 @@ pub struct NodeCore {
 pub struct Completion {
     /// The task.
     pub task: Hash32,
-    /// The executor's text (its hash is the task's output commitment on chain).
-    pub text: String,
+    /// The executor's output tokens (their hash is the task's output commitment on chain).
+    pub output: Vec<u32>,
+    /// Prompt tokens.
+    pub prompt_tokens: u32,
     /// Tokens the chain charged.
     pub tokens: u32,
     /// Whether the cost hit the request's limit.
@@ -112,11 +121,18 @@ pub struct Completion {
 #[derive(Debug)]
 struct Waiter {
     reply: flume::Sender<Result<Completion, String>>,
-    /// When the executor was last asked for the text.
+    /// The request, for the executor.
+    payload: InferencePayload,
+    /// When the executor was last sent the prompt.
+    prompt_sent_ms: Option<u64>,
+    /// When the executor was last asked for the output.
     asked_ms: Option<u64>,
     /// When the request was sent.
     since_ms: u64,
 }
+
+/// How often a prompt or an output request is sent again while unanswered.
+const RESEND_MS: u64 = 2_000;
 
 /// How long an API request waits for its task before giving up.
 const API_WAIT_MS: u64 = 120_000;
@@ -131,6 +147,7 @@ impl NodeCore {
         timeouts: TimeoutParams,
         nonces_per_sprint: u64,
         threads: usize,
+        runner: Arc<ModelRunner>,
     ) -> Self {
         // The agent's secrets (seed reveals, DKG dealings) come from this
         // host's own signature, so a restarted host derives the same ones.
@@ -138,7 +155,7 @@ impl NodeCore {
         let consensus_key = key.duplicate();
         let consensus = Consensus::new(Some(consensus_key), timeouts, chain.sig_cache().clone());
         let agent = Agent::new(key, entropy, Behavior::honest(nonces_per_sprint), threads)
-            .with_runner(Arc::new(super::inference::StandInModel));
+            .with_runner(Arc::clone(&runner) as Arc<dyn crate::agent::tasks::TaskRunner>);
         Self {
             chain,
             store,
@@ -151,6 +168,8 @@ impl NodeCore {
             syncing: None,
             progress: None,
             waiters: BTreeMap::new(),
+            runner,
+            fetch_asked: BTreeMap::new(),
             relayed: gonka_net::peer::SeenCache::new(MAX_RELAYED),
             halted: None,
         }
@@ -206,11 +225,13 @@ impl NodeCore {
         &mut self,
         tx: SignedTransaction,
         task: Hash32,
+        payload: InferencePayload,
         reply: flume::Sender<Result<Completion, String>>,
         now_ms: u64,
     ) -> Vec<Output> {
         let mut out = Vec::new();
-        self.waiters.insert(task, Waiter { reply, asked_ms: None, since_ms: now_ms });
+        self.waiters
+            .insert(task, Waiter { reply, payload, prompt_sent_ms: None, asked_ms: None, since_ms: now_ms });
         self.gossip(tx, &mut out);
         out
     }
@@ -225,7 +246,14 @@ impl NodeCore {
         Some((record.task, record.end.map(|e| e.1)))
     }
 
-    /// Asks executors for the texts of finished tasks, answers what can be answered.
+    /// The public key of registry host `id`.
+    fn host_key(&self, id: u32) -> Option<crate::crypto::PublicKeyBytes> {
+        let e = self.chain.registry().entity(id)?;
+        self.chain.world().get::<crate::hosts::HostPublicKey>(e).map(|k| k.0)
+    }
+
+    /// Moves API requests along: the prompt to the executor once the task is
+    /// on chain, the output back once it is finished.
     fn serve_waiters(&mut self, now_ms: u64, out: &mut Vec<Output>) {
         use crate::tasks::{TaskEnd, TaskStatus};
         let me = self.agent.key().public_key();
@@ -236,7 +264,8 @@ impl NodeCore {
             if now_ms > w.since_ms + API_WAIT_MS {
                 done.push((
                     id,
-                    Err("no completion in time: the task was not finished, or its text not delivered".into()),
+                    Err("no completion in time: the task was not finished, or its output not delivered"
+                        .into()),
                 ));
                 continue;
             }
@@ -246,21 +275,35 @@ impl NodeCore {
                 done.push((id, Err(format!("task {} {}", hex::encode(id), end.name()))));
                 continue;
             }
-            let (TaskStatus::Finished(f) | TaskStatus::Disputed(f, _)) = &task.status else { continue };
-            let executor = self
-                .chain
-                .registry()
-                .entity(task.executor)
-                .and_then(|e| self.chain.world().get::<crate::hosts::HostPublicKey>(e).map(|k| k.0));
-            if executor == Some(me) {
-                let text = super::inference::StandInModel::text(&task);
-                done.push((id, Ok(Completion { task: id, text, tokens: f.tokens, cancelled: f.cancelled })));
-            } else if let Some(executor) = executor
-                && let Some(w) = self.waiters.get_mut(&id)
-                && w.asked_ms.is_none_or(|at| now_ms > at + 2_000)
-            {
-                w.asked_ms = Some(now_ms);
-                out.push(Output::Send(executor.to_vec(), Arc::new(NodeMessage::GetTaskOutput { task: id })));
+            let Some(executor) = self.host_key(task.executor) else { continue };
+            let Some(w) = self.waiters.get_mut(&id) else { continue };
+            match &task.status {
+                TaskStatus::Requested if executor == me => {
+                    if w.prompt_sent_ms.is_none() {
+                        w.prompt_sent_ms = Some(now_ms);
+                        self.runner.deliver_prompt(&task, w.payload.clone());
+                    }
+                }
+                TaskStatus::Requested => {
+                    if w.prompt_sent_ms.is_none_or(|at| now_ms > at + RESEND_MS) {
+                        w.prompt_sent_ms = Some(now_ms);
+                        let msg = NodeMessage::Prompt { task: id, payload: w.payload.clone() };
+                        out.push(Output::Send(executor.to_vec(), Arc::new(msg)));
+                    }
+                }
+                TaskStatus::Finished(f) | TaskStatus::Disputed(f, _) => {
+                    if executor == me {
+                        if let Some(r) = self.runner.completion(&id) {
+                            done.push((id, Ok(completion(id, &r.output, &r.payload, f))));
+                        }
+                    } else if w.asked_ms.is_none_or(|at| now_ms > at + RESEND_MS) {
+                        w.asked_ms = Some(now_ms);
+                        out.push(Output::Send(
+                            executor.to_vec(),
+                            Arc::new(NodeMessage::GetTaskOutput { task: id }),
+                        ));
+                    }
+                }
             }
         }
         for (id, result) in done {
@@ -268,37 +311,71 @@ impl NodeCore {
                 let _ = w.reply.send(result);
             }
         }
+        self.fetch_for_checks(now_ms, out);
     }
 
-    /// The executor's text arrived: it must hash to the task's output commitment.
-    fn on_task_output(&mut self, task: Hash32, text: String) {
-        if !self.waiters.contains_key(&task) {
-            return;
+    /// Asks executors for the outputs this host was selected to check.
+    fn fetch_for_checks(&mut self, now_ms: u64, out: &mut Vec<Output>) {
+        let wanted = self.runner.wanted();
+        self.fetch_asked.retain(|t, _| wanted.iter().any(|(w, _)| w == t));
+        for (task, executor) in wanted {
+            if self.fetch_asked.get(&task).is_some_and(|&at| now_ms <= at + RESEND_MS) {
+                continue;
+            }
+            let Some(key) = self.host_key(executor) else { continue };
+            self.fetch_asked.insert(task, now_ms);
+            out.push(Output::Send(key.to_vec(), Arc::new(NodeMessage::GetTaskOutput { task })));
         }
+    }
+
+    /// An executor's output arrived: for an API request waiting on it, and for
+    /// a check this host must make. Its hashes must match the chain.
+    fn on_task_output(
+        &mut self,
+        task: Hash32,
+        payload: InferencePayload,
+        output: Vec<u32>,
+        artifact: Vec<u8>,
+    ) {
         let Some((t, _)) = self.task_view(&task) else { return };
         let (crate::tasks::TaskStatus::Finished(f) | crate::tasks::TaskStatus::Disputed(f, _)) = &t.status
         else {
             return;
         };
-        let (tokens, cancelled, output) = (f.tokens, f.cancelled, f.output);
-        let Some(w) = self.waiters.remove(&task) else { return };
-        let result = if super::inference::StandInModel::commitment(&text) == output {
-            Ok(Completion { task, text, tokens, cancelled })
-        } else {
-            Err("the executor's text does not match its output commitment on chain".to_string())
-        };
-        let _ = w.reply.send(result);
-    }
-
-    /// A peer asks for the completion of a task this host executed (open or ended).
-    fn on_get_task_output(&mut self, peer: &[u8], task: Hash32, out: &mut Vec<Output>) {
-        let me = self.chain.registry().id_of(&self.agent.key().public_key());
-        let Some((t, _)) = self.task_view(&task) else { return };
-        if Some(t.executor) != me || matches!(t.status, crate::tasks::TaskStatus::Requested) {
+        let Some(artifact) = Artifact::decode(&artifact) else { return };
+        let result = TaskResult { payload, output, artifact };
+        if !result.matches(&t, f) {
+            tracing::debug!(task = %hex::encode(task), "an output that does not match its commitments");
             return;
         }
-        let text = super::inference::StandInModel::text(&t);
-        out.push(Output::Send(peer.to_vec(), Arc::new(NodeMessage::TaskOutput { task, text })));
+        if let Some(w) = self.waiters.remove(&task) {
+            let _ = w.reply.send(Ok(completion(task, &result.output, &result.payload, f)));
+        }
+        if self.runner.wants(&task) {
+            self.runner.deliver_result(&task, result);
+        }
+    }
+
+    /// A peer asks for the completion of a task this host executed.
+    fn on_get_task_output(&mut self, peer: &[u8], task: Hash32, out: &mut Vec<Output>) {
+        let Some(r) = self.runner.completion(&task) else { return };
+        let msg = NodeMessage::TaskOutput {
+            task,
+            payload: r.payload.clone(),
+            output: r.output.clone(),
+            artifact: r.artifact.encode(),
+        };
+        out.push(Output::Send(peer.to_vec(), Arc::new(msg)));
+    }
+
+    /// A task's request for this host to run: kept when the chain says so.
+    fn on_prompt(&mut self, task: Hash32, payload: InferencePayload) {
+        let me = self.chain.registry().id_of(&self.agent.key().public_key());
+        let Some(t) = self.chain.task(&task) else { return };
+        if Some(t.executor) == me && matches!(t.status, crate::tasks::TaskStatus::Requested) {
+            let t = t.clone();
+            self.runner.deliver_prompt(&t, payload);
+        }
     }
 
     fn gossip(&mut self, tx: SignedTransaction, out: &mut Vec<Output>) {
@@ -389,7 +466,10 @@ impl NodeCore {
                 self.catch_up(peer, blocks, now_ms, &mut out);
             }
             NodeMessage::GetTaskOutput { task } => self.on_get_task_output(peer, task, &mut out),
-            NodeMessage::TaskOutput { task, text } => self.on_task_output(task, text),
+            NodeMessage::TaskOutput { task, payload, output, artifact } => {
+                self.on_task_output(task, payload, output, artifact)
+            }
+            NodeMessage::Prompt { task, payload } => self.on_prompt(task, payload),
         }
         out
     }
@@ -602,5 +682,21 @@ fn phase(sprint: &crate::sprints::Sprint, height: u64) -> &'static str {
         Some(_) if height <= sprint.end => "sprint",
         Some(_) if height <= sprint.validation_end => "validation",
         Some(_) => "serving",
+    }
+}
+
+/// The reply to an API request from the executor's output.
+fn completion(
+    task: Hash32,
+    output: &[u32],
+    payload: &InferencePayload,
+    f: &crate::tasks::Finished,
+) -> Completion {
+    Completion {
+        task,
+        output: output.to_vec(),
+        prompt_tokens: payload.prompt.len() as u32,
+        tokens: f.tokens,
+        cancelled: f.cancelled,
     }
 }

@@ -1,59 +1,288 @@
-//! The model a node serves until the inference engine lands: a
-//! deterministic stand-in whose text is a function of the task (its id,
-//! model and prompt commitment), so that the executor's output commitment,
-//! the checkers' recomputation and the text the user receives all agree,
-//! and a wrong text is detectable. It is not a language model; it keeps the
-//! whole request path (API → chain → executor → relay back → checks →
-//! settlement) real while the model behind it is replaced.
+//! The node's [`TaskRunner`]: runs the tasks drawn to this host on its model
+//! server and checks other hosts' completions there, with the off-chain
+//! pieces (prompts in, outputs out) that the core moves over the network.
+//!
+//! ```text
+//!  entry host ──Prompt{task, payload}──► executor: payload hash = task.prompt ──► Server::submit
+//!  executor: Done ──► InferenceFinish{output = H(tokens), artifact = H(records), tokens}
+//!  validator: GetTaskOutput ──► TaskOutput{payload, output, artifact} ──► hashes match chain?
+//!             ──► Server::check (one teacher-forced pass) ──► TaskCheck{pass}
+//! ```
+//!
+//! Everything a peer sends is checked against the chain before use, and no
+//! path passes a check without recomputation: an output that cannot be
+//! fetched within [`FETCH_GIVE_UP`] fails.
 
-use gonka_kernels::encoding::{Hash32, tagged_hash};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use gonka_kernels::encoding::Hash32;
+use gonka_kernels::llm::artifact::{Artifact, CheckReport, Claim, Thresholds, Verdict};
 
 use crate::agent::tasks::{TaskCheat, TaskOutput, TaskRunner};
 use crate::crypto::PublicKeyBytes;
+use crate::inference::payload::{InferencePayload, output_commitment};
+use crate::inference::{Event, GenerateRequest, Server};
 use crate::tasks::{Finished, Task};
 
-/// Words the stand-in draws from.
-const WORDS: [&str; 16] = [
-    "proof", "weight", "sprint", "block", "host", "epoch", "beacon", "nonce", "model", "vote", "task",
-    "check", "seed", "batch", "chain", "reward",
-];
+/// Prompts, completions and fetched results kept, each: beyond this the
+/// oldest go (a prompt for a task that never lands cannot pile up).
+const MAX_KEPT: usize = 4096;
 
-/// The deterministic stand-in model.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StandInModel;
+/// How long a validator waits for an executor's output before failing it.
+pub const FETCH_GIVE_UP: Duration = Duration::from_secs(60);
 
-impl StandInModel {
-    /// The completion of `task`: between one and `max_tokens` words.
-    pub fn text(task: &Task) -> String {
-        let seed = tagged_hash("gonka/stand-in", &[&task.id, &task.prompt, &task.model.to_le_bytes()]);
-        let n = 1 + u32::from_le_bytes([seed[0], seed[1], seed[2], seed[3]]) % task.max_tokens.clamp(1, 64);
-        (0..n)
-            .map(|i| {
-                let h = tagged_hash("gonka/stand-in-word", &[&seed, &i.to_le_bytes()]);
-                WORDS[h[0] as usize % WORDS.len()]
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
+/// A completion with what it was computed from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskResult {
+    /// The request.
+    pub payload: InferencePayload,
+    /// Output tokens.
+    pub output: Vec<u32>,
+    /// The executor's records.
+    pub artifact: Artifact,
+}
+
+impl TaskResult {
+    /// Tokens billed: prompt and output.
+    pub fn tokens(&self) -> u32 {
+        (self.payload.prompt.len() + self.output.len()) as u32
     }
 
-    /// The output commitment of a completion text.
-    pub fn commitment(text: &str) -> Hash32 {
-        tagged_hash("gonka/completion", &[text.as_bytes()])
+    /// Whether this is the result `finished` commits to for `task`.
+    pub fn matches(&self, task: &Task, finished: &Finished) -> bool {
+        self.payload.commitment() == task.prompt
+            && self.payload.model == task.model
+            && output_commitment(&self.output) == finished.output
+            && self.artifact.commitment() == finished.artifact
+            && self.tokens() == finished.tokens
     }
 }
 
-impl TaskRunner for StandInModel {
-    fn run(&self, task: &Task, cheat: Option<TaskCheat>) -> TaskOutput {
-        let mut text = Self::text(task);
-        if cheat.is_some() {
-            text.push_str(" forged");
+/// A map that forgets its oldest entries past [`MAX_KEPT`].
+#[derive(Debug)]
+struct Kept<V> {
+    map: BTreeMap<Hash32, (u64, V)>,
+    next: u64,
+}
+
+impl<V> Default for Kept<V> {
+    fn default() -> Self {
+        Self { map: BTreeMap::new(), next: 0 }
+    }
+}
+
+impl<V> Kept<V> {
+    fn insert(&mut self, k: Hash32, v: V) {
+        self.next += 1;
+        self.map.insert(k, (self.next, v));
+        if self.map.len() > MAX_KEPT
+            && let Some(oldest) = self.map.iter().min_by_key(|(_, (n, _))| *n).map(|(k, _)| *k)
+        {
+            self.map.remove(&oldest);
         }
-        let output = Self::commitment(&text);
-        let tokens = text.split(' ').count() as u32;
-        TaskOutput { output, artifact: tagged_hash("gonka/stand-in-artifact", &[&output]), tokens }
     }
 
-    fn check(&self, task: &Task, result: &Finished, _checker: &PublicKeyBytes) -> bool {
-        result.output == Self::commitment(&Self::text(task))
+    fn get(&self, k: &Hash32) -> Option<&V> {
+        self.map.get(k).map(|(_, v)| v)
+    }
+
+    fn remove(&mut self, k: &Hash32) -> Option<V> {
+        self.map.remove(k).map(|(_, v)| v)
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Prompts delivered for tasks this host executes.
+    prompts: Kept<InferencePayload>,
+    /// Generations in progress.
+    running: BTreeMap<Hash32, flume::Receiver<Event>>,
+    /// This host's completions.
+    done: Kept<Arc<TaskResult>>,
+    /// Other executors' results fetched to check them.
+    fetched: Kept<Arc<TaskResult>>,
+    /// Results to fetch: task → (executor index, since).
+    wanted: BTreeMap<Hash32, (u32, Instant)>,
+    /// Checks in progress.
+    checking: BTreeMap<Hash32, flume::Receiver<Result<CheckReport, String>>>,
+    /// Decided checks.
+    verdicts: Kept<bool>,
+}
+
+/// Runs and checks inference tasks on a model server.
+#[derive(Debug)]
+pub struct ModelRunner {
+    server: Arc<Server>,
+    thresholds: Thresholds,
+    state: Mutex<State>,
+}
+
+impl ModelRunner {
+    /// A runner on `server`.
+    pub fn new(server: Arc<Server>) -> Self {
+        Self { server, thresholds: Thresholds::default(), state: Mutex::default() }
+    }
+
+    /// The model server.
+    pub fn server(&self) -> &Arc<Server> {
+        &self.server
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A prompt for `task`, which the caller has seen on chain with this host
+    /// as its executor; kept when its hash is the task's prompt commitment.
+    pub fn deliver_prompt(&self, task: &Task, payload: InferencePayload) -> bool {
+        if payload.commitment() != task.prompt || payload.check_bounds().is_err() {
+            return false;
+        }
+        self.state().prompts.insert(task.id, payload);
+        true
+    }
+
+    /// This host's completion of `task`, to answer a peer.
+    pub fn completion(&self, task: &Hash32) -> Option<Arc<TaskResult>> {
+        self.state().done.get(task).cloned()
+    }
+
+    /// Results this runner wants fetched: (task, executor index).
+    pub fn wanted(&self) -> Vec<(Hash32, u32)> {
+        self.state().wanted.iter().map(|(t, (e, _))| (*t, *e)).collect()
+    }
+
+    /// Whether a fetched result is wanted.
+    pub fn wants(&self, task: &Hash32) -> bool {
+        self.state().wanted.contains_key(task)
+    }
+
+    /// A result fetched from `task`'s executor.
+    pub fn deliver_result(&self, task: &Hash32, result: TaskResult) {
+        let mut s = self.state();
+        if s.wanted.remove(task).is_some() {
+            s.fetched.insert(*task, Arc::new(result));
+        }
+    }
+
+    fn poll_run(&self, s: &mut State, task: &Task) -> Option<TaskOutput> {
+        let rx = s.running.get(&task.id)?;
+        let mut done = None;
+        while let Ok(event) = rx.try_recv() {
+            match event {
+                Event::Done(g) => done = Some(Ok(g)),
+                Event::Failed(e) => done = Some(Err(e)),
+                Event::Token { .. } => {}
+            }
+        }
+        let finished = match done {
+            Some(d) => d,
+            None if rx.is_disconnected() => Err("the model server stopped".into()),
+            None => return None,
+        };
+        s.running.remove(&task.id);
+        let payload = s.prompts.remove(&task.id)?;
+        match finished {
+            Ok(g) => {
+                let result = Arc::new(TaskResult { payload, output: g.output, artifact: g.artifact });
+                s.done.insert(task.id, Arc::clone(&result));
+                Some(output_of(&result))
+            }
+            Err(e) => {
+                tracing::warn!(task = %hex::encode(task.id), "inference failed: {e}");
+                None
+            }
+        }
+    }
+}
+
+fn output_of(r: &TaskResult) -> TaskOutput {
+    TaskOutput { output: output_commitment(&r.output), artifact: r.artifact.commitment(), tokens: r.tokens() }
+}
+
+impl TaskRunner for ModelRunner {
+    fn run(&self, task: &Task, _cheat: Option<TaskCheat>) -> Option<TaskOutput> {
+        let mut s = self.state();
+        if let Some(r) = s.done.get(&task.id) {
+            return Some(output_of(r));
+        }
+        if s.running.contains_key(&task.id) {
+            return self.poll_run(&mut s, task);
+        }
+        let payload = s.prompts.get(&task.id)?;
+        if payload.model != task.model || payload.token_budget() > task.max_tokens {
+            return None;
+        }
+        let req = GenerateRequest {
+            prompt: payload.prompt.clone(),
+            params: payload.params(),
+            max_tokens: payload.max_output_tokens as usize,
+        };
+        match self.server.submit(req) {
+            Ok(rx) => {
+                s.running.insert(task.id, rx);
+            }
+            Err(e) => tracing::warn!(task = %hex::encode(task.id), "cannot run: {e}"),
+        }
+        None
+    }
+
+    fn check(&self, task: &Task, finished: &Finished, _checker: &PublicKeyBytes) -> Option<bool> {
+        let mut s = self.state();
+        if let Some(v) = s.verdicts.get(&task.id) {
+            return Some(*v);
+        }
+        if let Some(rx) = s.checking.get(&task.id) {
+            let report = match rx.try_recv() {
+                Ok(r) => r,
+                Err(flume::TryRecvError::Empty) => return None,
+                Err(flume::TryRecvError::Disconnected) => Err("the model server stopped".into()),
+            };
+            s.checking.remove(&task.id);
+            let pass = match report {
+                Ok(r) => {
+                    tracing::debug!(task = %hex::encode(task.id), ?r, "checked a completion");
+                    r.verdict == Verdict::Pass
+                }
+                Err(e) => {
+                    tracing::warn!(task = %hex::encode(task.id), "check could not run: {e}");
+                    false
+                }
+            };
+            s.verdicts.insert(task.id, pass);
+            return Some(pass);
+        }
+        if let Some(r) = s.fetched.remove(&task.id) {
+            if !r.matches(task, finished) || r.payload.check_bounds().is_err() {
+                s.verdicts.insert(task.id, false);
+                return Some(false);
+            }
+            let claim = Claim {
+                prompt: &r.payload.prompt,
+                output: &r.output,
+                params: r.payload.params(),
+                max_tokens: r.payload.max_output_tokens as usize,
+                stop_tokens: &self.server.model().stop_tokens,
+                artifact: &r.artifact,
+            };
+            match self.server.check(&claim, self.thresholds) {
+                Ok(rx) => {
+                    s.checking.insert(task.id, rx);
+                }
+                // Busy: fetch again later rather than decide without recomputing.
+                Err(_) => s.fetched.insert(task.id, r),
+            }
+            return None;
+        }
+        let since = s.wanted.entry(task.id).or_insert((task.executor, Instant::now())).1;
+        if since.elapsed() > FETCH_GIVE_UP {
+            // The executor did not deliver what it committed to.
+            s.wanted.remove(&task.id);
+            s.verdicts.insert(task.id, false);
+            return Some(false);
+        }
+        None
     }
 }

@@ -8,14 +8,18 @@ use rkyv::{Archive, Deserialize, Serialize};
 use crate::chain::types::{Block, FinalBlock, MAX_BLOCK_BYTES, MAX_TRANSACTION_BYTES, SignedTransaction};
 use crate::consensus::{Message, Proposal, Vote};
 use crate::crypto::wire::{WireError, WireMessage, bound, decode, encode};
+use crate::inference::payload::{InferencePayload, MAX_OUTPUT_TOKENS, MAX_PROMPT_TOKENS};
+use gonka_kernels::llm::artifact::Artifact;
 
 /// Most final blocks in one [`NodeMessage::Blocks`] reply.
 pub const MAX_SYNC_BLOCKS: u32 = 32;
 /// Largest encoded sync reply: the blocks' size bound binds first in practice.
 pub const MAX_SYNC_BYTES: usize = 64 << 20;
 
-/// Largest completion text relayed between hosts.
-pub const MAX_TASK_TEXT_BYTES: usize = 1 << 20;
+/// Largest completion relayed between hosts: a full prompt and output in
+/// tokens, the records of every output token, and headroom.
+pub const MAX_TASK_OUTPUT_BYTES: usize =
+    (MAX_PROMPT_TOKENS + MAX_OUTPUT_TOKENS) * 4 + MAX_OUTPUT_TOKENS * Artifact::RECORD_BYTES + 512;
 
 /// A message between hosts.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -47,12 +51,23 @@ pub enum NodeMessage {
         /// The task.
         task: Hash32,
     },
-    /// The executor's completion text of a task (its hash is the task's output commitment).
+    /// The executor's completion of a task, with the request it answers.
     TaskOutput {
         /// The task.
         task: Hash32,
-        /// The completion.
-        text: String,
+        /// The request (its hash is the task's prompt commitment).
+        payload: InferencePayload,
+        /// Output tokens (their hash is the output commitment).
+        output: Vec<u32>,
+        /// The executor's records, encoded (their hash is the artifact commitment).
+        artifact: Vec<u8>,
+    },
+    /// A task's request, from the host its user asked to the task's executor.
+    Prompt {
+        /// The task.
+        task: Hash32,
+        /// The request (its hash is the task's prompt commitment).
+        payload: InferencePayload,
     },
 }
 
@@ -74,6 +89,8 @@ pub mod kind {
     pub const GET_TASK_OUTPUT: u8 = 7;
     /// [`super::NodeMessage::TaskOutput`].
     pub const TASK_OUTPUT: u8 = 8;
+    /// [`NodeMessage::Prompt`].
+    pub const PROMPT: u8 = 9;
 }
 
 impl NodeMessage {
@@ -88,6 +105,7 @@ impl NodeMessage {
             NodeMessage::Blocks(_) => kind::BLOCKS,
             NodeMessage::GetTaskOutput { .. } => kind::GET_TASK_OUTPUT,
             NodeMessage::TaskOutput { .. } => kind::TASK_OUTPUT,
+            NodeMessage::Prompt { .. } => kind::PROMPT,
         }
     }
 
@@ -105,7 +123,8 @@ pub fn max_bytes(kind: u8) -> usize {
         kind::VOTE => 512,
         // An archived enum is as large as its largest inline variant (a vote).
         kind::STATUS | kind::GET_BLOCKS | kind::GET_TASK_OUTPUT => 512,
-        kind::TASK_OUTPUT => MAX_TASK_TEXT_BYTES + 128,
+        kind::TASK_OUTPUT => MAX_TASK_OUTPUT_BYTES,
+        kind::PROMPT => MAX_PROMPT_TOKENS * 4 + 256,
         _ => MAX_SYNC_BYTES,
     }
 }
@@ -130,9 +149,17 @@ impl WireMessage for NodeMessage {
                 blocks.iter().try_for_each(WireMessage::check_bounds)
             }
             NodeMessage::GetTaskOutput { .. } => Ok(()),
-            NodeMessage::TaskOutput { text, .. } => {
-                bound(Self::KIND, "text", text.len(), MAX_TASK_TEXT_BYTES)
+            NodeMessage::TaskOutput { payload, output, artifact, .. } => {
+                payload.check_bounds()?;
+                bound(Self::KIND, "output tokens", output.len(), MAX_OUTPUT_TOKENS)?;
+                bound(
+                    Self::KIND,
+                    "artifact bytes",
+                    artifact.len(),
+                    MAX_OUTPUT_TOKENS * Artifact::RECORD_BYTES,
+                )
             }
+            NodeMessage::Prompt { payload, .. } => payload.check_bounds(),
         }
     }
 }

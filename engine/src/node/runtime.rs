@@ -17,11 +17,13 @@ use gonka_net::peer::{Identity, KindLimit, NetConfig, NetEvent, NetHandle, Netwo
 
 use super::config::{NodeConfig, read_genesis};
 use super::core::{CommitInfo, NodeCore, Output};
+use super::inference::ModelRunner;
 use super::messages::{NodeMessage, decode_message, kind, max_bytes};
 use crate::chain::types::SignedTransaction;
 use crate::consensus::{Timeout, TimeoutParams};
 use crate::crypto::cache::SigCache;
 use crate::crypto::{Domain, HostKey};
+use crate::inference::{Server, ServerConfig};
 use crate::store::{ChainStore, StoreConfig};
 
 /// Version of the messages between hosts; peers of another version are refused.
@@ -49,6 +51,9 @@ pub enum NodeError {
     /// The core stopped on an error.
     #[error("halted: {0}")]
     Halted(String),
+    /// The model cannot be served.
+    #[error("model: {0}")]
+    Model(String),
 }
 
 /// The host's BLS identity for the peer handshake.
@@ -72,18 +77,27 @@ impl Identity for BlsIdentity {
     }
 }
 
+/// An inference request of this host's API.
+#[derive(Debug)]
+pub struct ApiRequest {
+    /// The signed request transaction.
+    pub tx: SignedTransaction,
+    /// Its task id.
+    pub task: gonka_kernels::encoding::Hash32,
+    /// The request in tokens (its hash is the transaction's prompt commitment).
+    pub payload: crate::inference::payload::InferencePayload,
+    /// Where the completion goes.
+    pub reply: flume::Sender<Result<super::core::Completion, String>>,
+}
+
 /// What the core thread receives.
 pub enum CoreInput {
     /// A decoded message from a peer.
-    Message(Vec<u8>, NodeMessage),
+    Message(Vec<u8>, Box<NodeMessage>),
     /// A transaction from this host's API.
-    Submit(SignedTransaction),
+    Submit(Box<SignedTransaction>),
     /// An inference request from this host's API, and where its completion goes.
-    Request(
-        SignedTransaction,
-        gonka_kernels::encoding::Hash32,
-        flume::Sender<Result<super::core::Completion, String>>,
-    ),
+    Request(Box<ApiRequest>),
     /// Runs a read of the core's state and sends back the answer.
     Query(Box<dyn FnOnce(&mut NodeCore) + Send>),
     /// Stop.
@@ -95,7 +109,7 @@ impl std::fmt::Debug for CoreInput {
         match self {
             CoreInput::Message(_, m) => write!(f, "Message(kind {})", m.kind()),
             CoreInput::Submit(tx) => write!(f, "Submit({})", tx.body.kind()),
-            CoreInput::Request(_, task, _) => write!(f, "Request({})", hex::encode(task)),
+            CoreInput::Request(r) => write!(f, "Request({})", hex::encode(r.task)),
             CoreInput::Query(_) => f.write_str("Query"),
             CoreInput::Stop => f.write_str("Stop"),
         }
@@ -121,6 +135,7 @@ pub fn kind_limits() -> Vec<KindLimit> {
         limit(kind::BLOCKS, "blocks", 50, 200),
         limit(kind::GET_TASK_OUTPUT, "get task output", 200, 1_000),
         limit(kind::TASK_OUTPUT, "task output", 200, 1_000),
+        limit(kind::PROMPT, "prompt", 200, 1_000),
     ]
 }
 
@@ -154,8 +169,22 @@ impl Node {
             precommit_ms: p.timeout_vote_ms,
             step_ms: p.timeout_step_ms,
         };
-        let core =
-            NodeCore::new(chain, store, key.duplicate(), timeouts, config.nonces_per_sprint, config.threads);
+        let served = config.model.load().map_err(NodeError::Model)?;
+        let model_index =
+            genesis.params.economy.models.iter().position(|m| m.name == served.name).ok_or_else(|| {
+                NodeError::Model(format!("model {} is not in the chain's model list", served.name))
+            })? as u32;
+        let server = Arc::new(Server::start(Arc::new(served), ServerConfig::default()));
+        let runner = Arc::new(ModelRunner::new(Arc::clone(&server)));
+        let core = NodeCore::new(
+            chain,
+            store,
+            key.duplicate(),
+            timeouts,
+            config.nonces_per_sprint,
+            config.threads,
+            runner,
+        );
         let net_config = NetConfig {
             dial: config.peers.clone(),
             queue_capacity: 1024,
@@ -183,7 +212,7 @@ impl Node {
             keys.insert(k.key.clone(), Arc::new(HostKey::load(&k.account_key_file)?));
         }
         let models = genesis.params.economy.models.iter().map(|m| m.name.clone()).collect();
-        let backend = Arc::new(super::api::NodeApi::new(inputs.clone(), keys, models));
+        let backend = Arc::new(super::api::NodeApi::new(inputs.clone(), keys, models, server, model_index));
         let listener = tokio::net::TcpListener::bind(config.api)
             .await
             .map_err(|e| NodeError::Net(format!("API address {}: {e}", config.api)))?;
@@ -230,7 +259,11 @@ async fn forward_events(events: flume::Receiver<NetEvent>, inputs: flume::Sender
             NetEvent::Message { peer, kind, body } => match decode_message(kind, &body) {
                 Ok(msg) => {
                     tracing::trace!(%peer, kind, bytes = body.len(), "message");
-                    if inputs.send_async(CoreInput::Message(peer.as_bytes().to_vec(), msg)).await.is_err() {
+                    if inputs
+                        .send_async(CoreInput::Message(peer.as_bytes().to_vec(), Box::new(msg)))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -295,9 +328,12 @@ fn core_loop(
         let deadline = timers.peek().map_or(next_tick, |Reverse((at, _))| (*at).min(next_tick));
         let wait = Duration::from_millis(deadline.saturating_sub(now()));
         match inputs.recv_timeout(wait) {
-            Ok(CoreInput::Message(peer, msg)) => outputs = core.on_message(&peer, msg, now()),
-            Ok(CoreInput::Submit(tx)) => outputs = core.submit(tx),
-            Ok(CoreInput::Request(tx, task, reply)) => outputs = core.submit_api(tx, task, reply, now()),
+            Ok(CoreInput::Message(peer, msg)) => outputs = core.on_message(&peer, *msg, now()),
+            Ok(CoreInput::Submit(tx)) => outputs = core.submit(*tx),
+            Ok(CoreInput::Request(r)) => {
+                let ApiRequest { tx, task, payload, reply } = *r;
+                outputs = core.submit_api(tx, task, payload, reply, now());
+            }
             Ok(CoreInput::Query(f)) => f(&mut core),
             Ok(CoreInput::Stop) | Err(flume::RecvTimeoutError::Disconnected) => return None,
             Err(flume::RecvTimeoutError::Timeout) => {}

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use gonka_engine::node::config::{NodeConfig, write_localnet};
+use gonka_engine::node::config::{ModelConfig, NodeConfig, write_localnet};
 
 const HOSTS: usize = 4;
 
@@ -223,7 +223,8 @@ fn a_local_network_survives_a_kill_a_cut_and_garbage_and_serves_a_request() {
     let _heavy = crate::HEAVY.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("temp dir");
     let base_port = 21000 + (std::process::id() % 2000) as u16 * 4;
-    let configs = write_localnet(dir.path(), HOSTS, base_port).expect("localnet written");
+    let model = ModelConfig { name: "tiny".into(), gguf: None, tiny_seed: Some(0) };
+    let configs = write_localnet(dir.path(), HOSTS, base_port, &model).expect("localnet written");
     println!("localnet in {} from port {base_port}", dir.path().display());
     // Host 2 dials nobody, and everyone reaches it through the relay.
     let relay_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("relay port");
@@ -292,7 +293,8 @@ fn a_local_network_survives_a_kill_a_cut_and_garbage_and_serves_a_request() {
     );
 
     // Requests through host 0's API until one is executed by another host.
-    let body = r#"{"model":"tiny-chat","messages":[{"role":"user","content":"hello"}],"max_tokens":16}"#;
+    let body =
+        r#"{"model":"tiny","messages":[{"role":"user","content":"hello"}],"max_tokens":16,"temperature":0}"#;
     let mut task = String::new();
     for attempt in 0..8 {
         let (status, reply) = http(node0.api, "POST", "/v1/chat/completions", "sk-local-0", body);
@@ -315,7 +317,7 @@ fn a_local_network_survives_a_kill_a_cut_and_garbage_and_serves_a_request() {
     }
 
     // Two full epochs, and every host at the same root where they overlap.
-    let epoch = gonka_engine::node::config::localnet_params().epoch_blocks;
+    let epoch = gonka_engine::node::config::localnet_params("tiny").epoch_blocks;
     let all_past = |h: u64| {
         move |s: &BTreeMap<(usize, u64), String>| (0..HOSTS).all(|i| top(s, i).is_some_and(|t| t >= h))
     };

@@ -4,6 +4,7 @@
 use gonka_engine::chain::types::{SignedTransaction, Transaction};
 use gonka_engine::consensus::{Vote, VoteKind};
 use gonka_engine::crypto::HostKey;
+use gonka_engine::inference::payload::InferencePayload;
 use gonka_engine::node::messages::{NodeMessage, decode_message, kind, max_bytes};
 use gonka_engine::sim::producer::Producer;
 
@@ -23,8 +24,42 @@ fn samples() -> Vec<(&'static str, NodeMessage)> {
         ("get-blocks", NodeMessage::GetBlocks { from: 3, count: 32 }),
         ("blocks", NodeMessage::Blocks(vec![fb])),
         ("get-task-output", NodeMessage::GetTaskOutput { task: [4; 32] }),
-        ("task-output", NodeMessage::TaskOutput { task: [4; 32], text: "proof weight sprint".into() }),
+        (
+            "task-output",
+            NodeMessage::TaskOutput {
+                task: [4; 32],
+                payload: payload(),
+                output: vec![5, 6, 2],
+                artifact: vec![0; 3 * 40],
+            },
+        ),
+        ("prompt", NodeMessage::Prompt { task: [4; 32], payload: payload() }),
     ]
+}
+
+fn payload() -> InferencePayload {
+    InferencePayload {
+        model: 0,
+        prompt: vec![1, 9, 9, 2],
+        max_output_tokens: 16,
+        temperature: 0.7,
+        top_p: 0.9,
+        seed: 3,
+    }
+}
+
+#[test]
+fn out_of_bound_payloads_are_refused_by_the_decoder() {
+    let bad = InferencePayload { temperature: 9.0, ..payload() };
+    let msg = NodeMessage::Prompt { task: [1; 32], payload: bad };
+    assert!(decode_message(kind::PROMPT, &msg.encode()).is_err(), "a temperature of 9 decoded");
+    let msg = NodeMessage::TaskOutput {
+        task: [1; 32],
+        payload: payload(),
+        output: vec![],
+        artifact: vec![0; 1 << 22],
+    };
+    assert!(decode_message(kind::TASK_OUTPUT, &msg.encode()).is_err(), "4 MiB of artifact decoded");
 }
 
 #[test]

@@ -1130,7 +1130,7 @@ impl GgufWriter {
         assert!(!dims.contains(&0), "tensor {name:?} has an empty dimension: {dims:?}");
         let n_elements: usize = dims.iter().product();
         let row = quant::row_bytes(dtype, dims[0]).unwrap_or_else(|e| panic!("tensor {name:?}: {e}"));
-        let n_bytes = row * (n_elements / dims[0].max(1));
+        let n_bytes = row * (n_elements / dims[0]);
         assert_eq!(data.len(), n_bytes, "tensor {name:?} {dims:?} {dtype} data size");
         let info =
             TensorInfo { name: name.to_owned(), dims: dims.to_vec(), dtype, offset: 0, n_elements, n_bytes };

@@ -150,6 +150,8 @@ pub struct Llama {
     rope: Vec<(f32, f32)>,
     /// How activations enter the products.
     precision: Precision,
+    /// Decoder blocks left out at the end (a cheaper, wrong model for studies).
+    skip_last: usize,
 }
 
 fn stack(name: String, parts: &[&QMatrix]) -> Result<QMatrix, LlamaError> {
@@ -186,7 +188,7 @@ impl Llama {
             None
         };
         let rope = rope_table(&config);
-        Ok(Self { config, embed, layers, out_norm, head, rope, precision: Precision::F32 })
+        Ok(Self { config, embed, layers, out_norm, head, rope, precision: Precision::F32, skip_last: 0 })
     }
 
     /// Rounds activations to bf16 before every product (`Bf16`), as an
@@ -198,6 +200,12 @@ impl Llama {
     /// The activation precision.
     pub fn precision(&self) -> Precision {
         self.precision
+    }
+
+    /// Leaves out the last `n` decoder blocks: the model a cheating executor
+    /// might run to save work (for detection studies).
+    pub fn skip_last_layers(&mut self, n: usize) {
+        self.skip_last = n.min(self.layers.len());
     }
 
     fn round(&self, x: &mut [f32]) {
@@ -359,9 +367,21 @@ impl Llama {
         for (token, row) in tokens.zip(s.x.chunks_exact_mut(d)) {
             self.embed.decode_row(token as usize, row);
         }
-        for (l, layer) in self.layers.iter().enumerate() {
+        let run = self.layers.len() - self.skip_last;
+        for (l, layer) in self.layers.iter().enumerate().take(run) {
             self.attention_block(l, layer, seqs, &places, s);
             self.ffn_block(layer, rows, s);
+        }
+        if run < self.layers.len() {
+            // The caches of skipped blocks still need one entry per token.
+            let kv = self.config.kv_dim();
+            for seq in seqs.iter_mut() {
+                for l in run..self.layers.len() {
+                    let n = seq.tokens.len() * kv;
+                    seq.cache.k[l].extend(std::iter::repeat_n(0.0, n));
+                    seq.cache.v[l].extend(std::iter::repeat_n(0.0, n));
+                }
+            }
         }
         for seq in seqs.iter_mut() {
             seq.cache.len += seq.tokens.len();
