@@ -41,6 +41,10 @@ impl SamplingParams {
     }
 }
 
+/// How far below the best tempered logit a token can be and still be a
+/// nucleus candidate (see `nucleus`).
+const NUCLEUS_CUTOFF: f64 = 40.0;
+
 /// The noise stream of one position.
 fn noise_key(seed: u64, position: u32) -> StreamKey {
     let mut h = Sha256::new();
@@ -75,6 +79,11 @@ fn nucleus<'s>(logits: &[f32], p: &SamplingParams, order: &'s mut Vec<u32>) -> &
     let t = p.temperature as f64;
     let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
     let z: f64 = logits.iter().map(|&v| ((v as f64 - max) / t).exp()).sum();
+    // Only tokens within e^-40 of the most probable can be in a nucleus: all
+    // the others together weigh less than V·e^-40 (2e-13 for 49 152 tokens),
+    // and an f32 `top_p` below 1 is at most 1 − 6e-8. Sorting just those gives
+    // the same nucleus as sorting the whole vocabulary.
+    order.retain(|&i| (logits[i as usize] as f64 - max) / t > -NUCLEUS_CUTOFF);
     // Most probable first; the id decides between equal logits, so the order
     // is a function of the values alone.
     order.sort_unstable_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]).then(a.cmp(&b)));
