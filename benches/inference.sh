@@ -26,7 +26,8 @@ PY="$("$HERE/reference/setup-llama-cpp.sh")"
 echo "ours: gonka infer bench" >&2
 OURS="$("$GONKA" infer bench --model "$MODEL" --runs "$RUNS" --tokens "$TOKENS" --batches 1,8,32 --json)"
 echo "llama.cpp: benches/reference/llama_cpp_bench.py" >&2
-THEIRS="$("$PY" "$HERE/reference/llama_cpp_bench.py" --model "$MODEL" --runs "$RUNS" --tokens "$TOKENS" 2>/dev/null)"
+THEIRS="$("$PY" "$HERE/reference/llama_cpp_bench.py" --model "$MODEL" --runs "$RUNS" --tokens "$TOKENS" 2>/dev/null |
+  python3 -c 'import json, sys; print(json.dumps(json.load(sys.stdin)))')"
 if [ -n "${RESULTS:-}" ]; then
   printf '%s\n%s\n' "$OURS" "$THEIRS" >>"$RESULTS"
 fi
@@ -40,10 +41,14 @@ def med(v):
 ref1 = med(theirs["decode_tokens_per_s"])
 ref_prefill = med(theirs["prefill_tokens_per_s"])
 ref_ttft = med(theirs.get("ttft_ms"))
+batched = theirs.get("batched_decode") or {}
+def ref_batch(b):
+    v = batched.get(str(b), {}).get("aggregate_tokens_per_s")
+    return med(v) if v else None
 rows = [
     ("decode, batch 1 (tokens/s)", dec.get(1), ref1),
-    ("decode, batch 8 aggregate", dec.get(8), None),
-    ("decode, batch 32 aggregate", dec.get(32), None),
+    ("decode, batch 8 aggregate", dec.get(8), ref_batch(8)),
+    ("decode, batch 32 aggregate", dec.get(32), ref_batch(32)),
     ("prefill (tokens/s)", ours["prefill_tokens_per_s"], ref_prefill),
     ("time to first token (ms)", ours["ttft_ms_idle"], ref_ttft),
 ]

@@ -382,27 +382,33 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=str(DEFAULT_MODEL))
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--tokens", type=int, default=128, help="decode steps per run (N)")
-    ap.add_argument("--prompt-tokens", type=int, default=256, help="prefill prompt length (P)")
-    ap.add_argument("--ttft-tokens", type=int, default=64, help="TTFT prompt length")
-    ap.add_argument("--runs", type=int, default=5, help="repetitions per measurement (R)")
+    ap.add_argument("--tokens", type=int, help="decode steps per run (N; default 128, quick 16)")
+    ap.add_argument("--prompt-tokens", type=int,
+                    help="prefill prompt length (P; default 256, quick 64)")
+    ap.add_argument("--ttft-tokens", type=int, help="TTFT prompt length (default 64, quick 32)")
+    ap.add_argument("--runs", type=int, help="repetitions per measurement (R; default 5, quick 2)")
     ap.add_argument("--batch-seqs", default="8,32",
                     help="comma-separated n_seq values for the batched decode; '' skips it")
     ap.add_argument("--batch-tokens", type=int, default=None,
-                    help="decode steps per run in the batched decode (default: --tokens)")
+                    help="decode steps per run in the batched decode (default: N, quick 8)")
     ap.add_argument("--kv-unified", action="store_true",
                     help="batched decode: one unified KV buffer for all sequences "
                          "(default: llama.cpp's default, a KV stream per sequence)")
-    ap.add_argument("--quick", action="store_true", help="small numbers, for a smoke test")
+    ap.add_argument("--quick", action="store_true",
+                    help="small defaults, for a smoke test (explicit options still win)")
     ap.add_argument("--logits-check", action="store_true",
                     help="only evaluate the golden chat prompt and compare its logits")
     ap.add_argument("--golden", default=str(DEFAULT_GOLDEN))
     ap.add_argument("--verbose", action="store_true", help="let llama.cpp log everything")
     args = ap.parse_args()
-    if args.quick:
-        args.tokens, args.prompt_tokens, args.ttft_tokens, args.runs = 16, 64, 32, 2
-        if args.batch_tokens is None:
-            args.batch_tokens = 8
+    defaults = (
+        {"tokens": 16, "prompt_tokens": 64, "ttft_tokens": 32, "runs": 2, "batch_tokens": 8}
+        if args.quick else
+        {"tokens": 128, "prompt_tokens": 256, "ttft_tokens": 64, "runs": 5, "batch_tokens": None}
+    )
+    for k, v in defaults.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
     if args.batch_tokens is None:
         args.batch_tokens = args.tokens
     batch_seqs = [int(s) for s in args.batch_seqs.split(",") if s.strip()]

@@ -32,6 +32,10 @@ use crate::simd::{exp_f32, rms_norm_rows, swiglu_rows};
 /// Rows of attention work (one row, one head) handed to a worker at a time.
 const ATTENTION_UNITS_PER_TASK: usize = 8;
 
+/// Multiply-adds of attention (query · key and weights · values, over every
+/// row, head and cached position) below which a step stays on one thread.
+const ATTENTION_PARALLEL_MIN: usize = 1 << 18;
+
 /// Shape and constants of a model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LlamaConfig {
@@ -422,19 +426,27 @@ impl Llama {
         let group = c.heads / c.kv_heads;
         let scale = 1.0 / (e as f32).sqrt();
         let qkv = &s.qkv;
-        s.attn.par_chunks_mut(e * ATTENTION_UNITS_PER_TASK).enumerate().for_each_init(
-            Vec::new,
-            |scores, (t, out)| {
-                for (u, o) in out.chunks_exact_mut(e).enumerate() {
-                    let unit = t * ATTENTION_UNITS_PER_TASK + u;
-                    let (row, head) = (unit / c.heads, unit % c.heads);
-                    let place = places[row];
-                    let q = &qkv[row * qkv_dim + head * e..][..e];
-                    let (keys, values) = caches[place.seq];
-                    attend(q, keys, values, kv, (head / group) * e, place.pos + 1, scale, scores, o);
-                }
-            },
-        );
+        let task = |scores: &mut Vec<f32>, (t, out): (usize, &mut [f32])| {
+            for (u, o) in out.chunks_exact_mut(e).enumerate() {
+                let unit = t * ATTENTION_UNITS_PER_TASK + u;
+                let (row, head) = (unit / c.heads, unit % c.heads);
+                let place = places[row];
+                let q = &qkv[row * qkv_dim + head * e..][..e];
+                let (keys, values) = caches[place.seq];
+                attend(q, keys, values, kv, (head / group) * e, place.pos + 1, scale, scores, o);
+            }
+        };
+        // Waking the other threads costs more than a few short heads take.
+        let work: usize = places.iter().map(|p| p.pos + 1).sum::<usize>() * c.heads * e;
+        if work < ATTENTION_PARALLEL_MIN {
+            let mut scores = Vec::new();
+            s.attn
+                .chunks_mut(e * ATTENTION_UNITS_PER_TASK)
+                .enumerate()
+                .for_each(|job| task(&mut scores, job));
+        } else {
+            s.attn.par_chunks_mut(e * ATTENTION_UNITS_PER_TASK).enumerate().for_each_init(Vec::new, task);
+        }
         s.tmp.resize(rows * d, 0.0);
         self.round(&mut s.attn);
         layer.wo.matmul(&s.attn, rows, &mut s.tmp);

@@ -106,6 +106,10 @@ pub struct QMatrix {
     n: usize,
     k: usize,
     data: Vec<u8>,
+    /// Each block's scale and minimum as f32 (`d`, `m`; `m` = 0 where the
+    /// format has none), so the fused kernel broadcasts them from memory
+    /// instead of converting two f16 per block; empty for f32.
+    scales: Vec<[f32; 2]>,
 }
 
 impl std::fmt::Debug for QMatrix {
@@ -128,7 +132,16 @@ impl QMatrix {
         if data.len() != expected {
             return Err(QMatrixError::Size { format, n, k, expected, found: data.len() });
         }
-        Ok(Self { format, n, k, data })
+        let scales = match format {
+            WeightFormat::F32 => Vec::new(),
+            WeightFormat::Q4_1 => {
+                data.chunks_exact(format.block_bytes()).map(|b| [half_at(b, 0), half_at(b, 2)]).collect()
+            }
+            WeightFormat::Q8_0 | WeightFormat::Q4_0 => {
+                data.chunks_exact(format.block_bytes()).map(|b| [half_at(b, 0), 0.0]).collect()
+            }
+        };
+        Ok(Self { format, n, k, data, scales })
     }
 
     /// An f32 matrix from row-major values.
@@ -224,9 +237,11 @@ impl QMatrix {
         #[cfg(target_arch = "x86_64")]
         if m <= MR && nr == NR && avx512_fma() {
             let w = &self.data[j0 * rb..(j0 + NR) * rb];
-            // SAFETY: AVX-512F/BW and FMA are present; `x` holds `m·k` values
-            // and `w` holds NR rows of `rb` bytes.
-            unsafe { x86::fused_tile(self.format, m, w, rb, k, x, &mut tile) };
+            let nb = k / BLOCK;
+            let sc = &self.scales[(j0 * nb).min(self.scales.len())..((j0 + NR) * nb).min(self.scales.len())];
+            // SAFETY: AVX-512F/BW and FMA are present; `x` holds `m·k` values,
+            // `w` holds NR rows of `rb` bytes and `sc` their blocks' scales.
+            unsafe { x86::fused_tile(self.format, m, w, sc, rb, k, x, &mut tile) };
             // SAFETY: as below, for rows `0..m`.
             unsafe { write_tile(&tile, 0, m, j0, NR, self.n, out) };
             return;
@@ -419,19 +434,10 @@ fn dot_tile_portable<const R: usize>(x: &[f32], w: &[f32], k: usize, tile: &mut 
 mod x86 {
     use super::{BLOCK, LANES, MR, NR, WeightFormat, reduce_lanes};
     use std::arch::x86_64::{
-        __m512, _mm_and_si128, _mm_cvtph_ps, _mm_cvtsi32_si128, _mm_cvtss_f32, _mm_loadu_si128,
-        _mm_set1_epi8, _mm_srli_epi16, _mm512_cvtepi8_epi32, _mm512_cvtepi32_ps, _mm512_cvtepu8_epi32,
-        _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mul_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
-        _mm512_sub_ps,
+        __m512, _mm_and_si128, _mm_loadu_si128, _mm_set1_epi8, _mm_srli_epi16, _mm512_cvtepi8_epi32,
+        _mm512_cvtepi32_ps, _mm512_cvtepu8_epi32, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mul_ps,
+        _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps, _mm512_sub_ps,
     };
-
-    /// The f16 at `b[at..at + 2]` as f32 (exact, like `half`'s conversion).
-    #[inline(always)]
-    fn half_at(b: &[u8], at: usize) -> f32 {
-        let bits = i32::from(u16::from_le_bytes([b[at], b[at + 1]]));
-        // SAFETY: F16C is enabled in every caller (`fused`).
-        unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits))) }
-    }
 
     /// The 32 weights of one block as two registers (lanes 0–15, 16–31),
     /// each `w` rounded exactly as `decode_block` rounds it.
@@ -439,7 +445,7 @@ mod x86 {
     /// # Safety
     /// AVX-512F/BW and FMA are present; `b` holds one whole block of `format`.
     #[inline(always)]
-    unsafe fn decode(format: WeightFormat, b: &[u8]) -> (__m512, __m512) {
+    unsafe fn decode(format: WeightFormat, b: &[u8], scale: &[f32; 2]) -> (__m512, __m512) {
         debug_assert!(b.len() >= format.block_bytes());
         let p = b.as_ptr();
         // SAFETY (all loads): `b` holds the whole block, whose layout puts the
@@ -449,7 +455,7 @@ mod x86 {
             match format {
                 WeightFormat::F32 => (_mm512_loadu_ps(p.cast()), _mm512_loadu_ps(p.add(64).cast())),
                 WeightFormat::Q4_1 => {
-                    let (d, m) = (_mm512_set1_ps(half_at(b, 0)), _mm512_set1_ps(half_at(b, 2)));
+                    let (d, m) = (_mm512_set1_ps(scale[0]), _mm512_set1_ps(scale[1]));
                     let qs = _mm_loadu_si128(p.add(4).cast());
                     let low = _mm_and_si128(qs, _mm_set1_epi8(0x0F));
                     let high = _mm_and_si128(_mm_srli_epi16(qs, 4), _mm_set1_epi8(0x0F));
@@ -459,7 +465,7 @@ mod x86 {
                     )
                 }
                 WeightFormat::Q8_0 => {
-                    let d = _mm512_set1_ps(half_at(b, 0));
+                    let d = _mm512_set1_ps(scale[0]);
                     let lo = _mm_loadu_si128(p.add(2).cast());
                     let hi = _mm_loadu_si128(p.add(2 + BLOCK / 2).cast());
                     (
@@ -468,7 +474,7 @@ mod x86 {
                     )
                 }
                 WeightFormat::Q4_0 => {
-                    let (d, eight) = (_mm512_set1_ps(half_at(b, 0)), _mm512_set1_ps(8.0));
+                    let (d, eight) = (_mm512_set1_ps(scale[0]), _mm512_set1_ps(8.0));
                     let qs = _mm_loadu_si128(p.add(2).cast());
                     let low = _mm_and_si128(qs, _mm_set1_epi8(0x0F));
                     let high = _mm_and_si128(_mm_srli_epi16(qs, 4), _mm_set1_epi8(0x0F));
@@ -493,10 +499,12 @@ mod x86 {
     /// AVX-512F/BW and FMA are present; `w` holds `NR` rows of `rb` bytes
     /// (`k / 32` blocks of `format`), `x` holds `R·k` values.
     #[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
+    #[allow(clippy::too_many_arguments)] // the kernel's operands, each a plain slice or size
     pub(super) unsafe fn fused_tile(
         format: WeightFormat,
         rows: usize,
         w: &[u8],
+        sc: &[[f32; 2]],
         rb: usize,
         k: usize,
         x: &[f32],
@@ -508,7 +516,7 @@ mod x86 {
         macro_rules! go {
             ($r:literal, $f:ident) => {
                 // SAFETY: the caller's contract, unchanged.
-                unsafe { fused::<$r, { $f as u8 }>(w, rb, k, x, tile) }
+                unsafe { fused::<$r, { $f as u8 }>(w, sc, rb, k, x, tile) }
             };
         }
         match (rows, format) {
@@ -535,6 +543,7 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
     unsafe fn fused<const R: usize, const F: u8>(
         w: &[u8],
+        sc: &[[f32; 2]],
         rb: usize,
         k: usize,
         x: &[f32],
@@ -543,13 +552,17 @@ mod x86 {
         let format = WeightFormat::from_discriminant(F);
         assert!(x.len() >= R * k && w.len() >= NR * rb && k.is_multiple_of(BLOCK));
         let bb = format.block_bytes();
+        let nb = k / BLOCK;
+        let unscaled = [1.0, 0.0];
+        assert!(format == WeightFormat::F32 || sc.len() >= NR * nb);
         let mut acc: [[__m512; NR]; R] = [[_mm512_setzero_ps(); NR]; R];
         let xp = x.as_ptr();
-        for b in 0..k / BLOCK {
+        for b in 0..nb {
             for j in 0..NR {
                 let at = j * rb + b * bb;
+                let scale = sc.get(j * nb + b).unwrap_or(&unscaled);
                 // SAFETY: `at + bb ≤ NR·rb ≤ w.len()`: block `b` of row `j`.
-                let (lo, hi) = unsafe { decode(format, &w[at..at + bb]) };
+                let (lo, hi) = unsafe { decode(format, &w[at..at + bb], scale) };
                 for (r, acc_r) in acc.iter_mut().enumerate() {
                     // SAFETY: `r·k + 32b + 32 ≤ R·k ≤ x.len()`.
                     let (xl, xh) = unsafe {
