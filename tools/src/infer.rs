@@ -135,6 +135,16 @@ pub struct BenchArgs {
     json: bool,
 }
 
+/// The `q` quantile (nearest rank) of `v`.
+fn quantile(v: &[f64], q: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
@@ -289,6 +299,12 @@ pub struct EvalArgs {
     /// Most tokens per completion.
     #[arg(long, default_value_t = 32)]
     tokens: usize,
+    /// Executors to run, by name (`f32, batch 1;bf16, batch 32`; default all four).
+    #[arg(long, value_delimiter = ';')]
+    executors: Vec<String>,
+    /// Skip the cheats and the cost figure.
+    #[arg(long)]
+    honest_only: bool,
 }
 
 const PROMPTS: [&str; 8] = [
@@ -355,8 +371,8 @@ fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     let judge = Judge { model: validator, stop: &stop, thresholds, max_tokens: a.tokens };
     println!("validator: f32 activations, thresholds {thresholds:?}");
     println!(
-        "{:<34} {:>6} {:>8} {:>12} {:>10} {:>10}",
-        "executor", "cases", "passed", "worst Δlogp", "worst bits", "worst gap"
+        "{:<16} {:>6} {:>7}   p50 / p99 / max over completions of their worst: {:>20} {:>16} {:>20}",
+        "executor", "cases", "passed", "Δ logprob", "digest bits", "token gap"
     );
     for (name, prec, batch) in [
         ("f32, batch 1", Precision::F32, 1),
@@ -364,18 +380,27 @@ fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         ("bf16, batch 1", Precision::Bf16, 1),
         ("bf16, batch 32", Precision::Bf16, 32),
     ] {
+        if !a.executors.is_empty() && !a.executors.iter().any(|e| e == name) {
+            continue;
+        }
         let mut m = load(&a.model)?;
         m.llama.set_precision(prec);
         let done = complete(&Arc::new(m), &cases, batch, a.tokens)?;
-        let (mut pass, mut lp, mut bits, mut gap) = (0, 0f32, 0u32, 0f64);
+        let (mut pass, mut lp, mut bits, mut gap) = (0, Vec::new(), Vec::new(), Vec::new());
         for (c, g) in cases.iter().zip(&done) {
             let r = judge.run(c, &g.output, &g.artifact, c.params, &mut s)?;
             pass += usize::from(r.verdict == Verdict::Pass);
-            lp = lp.max(r.worst_logprob);
-            bits = bits.max(r.worst_bits);
-            gap = gap.max(r.worst_token_gap);
+            lp.push(f64::from(r.worst_logprob));
+            bits.push(f64::from(r.worst_bits));
+            gap.push(r.worst_token_gap);
         }
-        println!("{name:<34} {:>6} {:>8} {lp:>12.4} {bits:>10} {gap:>10.4}", cases.len(), pass);
+        let q = |v: &[f64]| {
+            format!("{:.3} / {:.3} / {:.3}", quantile(v, 0.5), quantile(v, 0.99), quantile(v, 1.0))
+        };
+        println!("{name:<16} {:>6} {pass:>7}   {:>68} {:>16} {:>20}", cases.len(), q(&lp), q(&bits), q(&gap));
+    }
+    if a.honest_only {
+        return Ok(());
     }
     // Cheats, each on every case, against the f32 executor's honest completions.
     let honest_model = Arc::new(load(&a.model)?);

@@ -169,12 +169,17 @@ fn log_sum_exp(logits: &[f32]) -> f64 {
 /// How far an honest validator's recomputation may drift from the executor's.
 ///
 /// The defaults come from measured honest variation (`docs/inference.md`):
-/// the kernels are batch-invariant, so on the same precision the drift is
-/// zero; the margins cover an executor whose activations are bf16.
+/// the kernels are batch-invariant, so an f32 executor drifts by exactly
+/// zero at any batch size; an executor with bf16 activations drifted at most
+/// 0.222 in log-prob, 4 digest bits and 0.098 in token score over 512
+/// SmolLM2 completions, and the defaults leave 2–3× room above that.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Thresholds {
     /// Largest gap between the sampled token's perturbed score and the best.
     pub token_margin: f64,
+    /// Probability mass by which the executor's nucleus may differ from the
+    /// validator's (see [`super::sampling::token_gap`]).
+    pub nucleus_slack: f64,
     /// Largest |Δ log-prob| on a recorded top entry.
     pub logprob: f32,
     /// Largest Hamming distance between digests of one token.
@@ -185,7 +190,7 @@ pub struct Thresholds {
 
 impl Default for Thresholds {
     fn default() -> Self {
-        Self { token_margin: 0.05, logprob: 0.05, digest_bits: 8, soft_misses: 0 }
+        Self { token_margin: 0.3, nucleus_slack: 0.02, logprob: 0.5, digest_bits: 12, soft_misses: 0 }
     }
 }
 
@@ -273,7 +278,7 @@ pub fn check(
     for (t, (&token, rec)) in claim.output.iter().zip(&claim.artifact.records).enumerate() {
         let logits = &out.logits[t * v..(t + 1) * v];
         let position = (claim.prompt.len() + t) as u32;
-        let gap = token_gap(logits, &claim.params, position, token, &mut sampler);
+        let gap = token_gap(logits, &claim.params, position, token, thresholds.nucleus_slack, &mut sampler);
         report.worst_token_gap = report.worst_token_gap.max(gap);
         if gap > thresholds.token_margin {
             report.verdict = Verdict::Token { position: t, token };
@@ -484,7 +489,7 @@ mod tests {
         assert_eq!(decoded, c.artifact);
         assert!(Artifact::decode(&[0; 7]).is_none());
         let mut drifted = c.clone();
-        drifted.artifact.records[2].top_logprobs[0] -= 0.5;
+        drifted.artifact.records[2].top_logprobs[0] -= 1.0;
         assert_ne!(drifted.artifact.commitment(), c.artifact.commitment());
         let r = check(&model, &claim(PROMPT, &drifted, PARAMS, 20), &Thresholds::default(), &mut s)
             .expect("fits");

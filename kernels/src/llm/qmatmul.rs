@@ -765,31 +765,58 @@ mod tests {
 #[cfg(test)]
 mod speed {
     use super::*;
+    use crate::gemm::{GemmScratch, PackedWeight, Precision, matmul};
 
-    /// Prints GB/s and GFLOP/s of one product for a few shapes
-    /// (`cargo test --release -p gonka-kernels --lib qmatmul::speed -- --ignored --nocapture`).
+    fn seconds(reps: usize, mut f: impl FnMut()) -> f64 {
+        f();
+        let t = std::time::Instant::now();
+        for _ in 0..reps {
+            f();
+        }
+        t.elapsed().as_secs_f64() / reps as f64
+    }
+
+    /// Computing on the Q4_1 blocks against dequantizing them once to bf16
+    /// and running the Sprint's bf16 GEMM (f32 activations), both on one
+    /// thread, for the shape of SmolLM2's fused gate/up product:
+    /// `RAYON_NUM_THREADS=1 cargo test --release -p gonka-kernels --lib qmatmul::speed -- --ignored --nocapture`.
     #[test]
-    #[ignore]
-    fn print_matmul_speed() {
-        for (format, n, k) in [(WeightFormat::Q4_1, 3072, 576), (WeightFormat::Q8_0, 49152, 576)] {
-            let bytes = n * k / BLOCK * format.block_bytes();
-            let w = QMatrix::new(format, n, k, vec![0x11; bytes]).expect("sizes");
-            for m in [1usize, 3, 8, 32, 128] {
-                let x = vec![0.5f32; m * k];
-                let mut y = vec![0f32; m * n];
-                let reps = 20;
-                let t = std::time::Instant::now();
-                for _ in 0..reps {
-                    w.matmul(&x, m, &mut y);
-                }
-                let s = t.elapsed().as_secs_f64() / reps as f64;
-                eprintln!(
-                    "{format:?} {n}×{k} m={m}: {:.3} ms, {:.1} GB/s of weights, {:.1} GFLOP/s",
-                    s * 1e3,
-                    bytes as f64 / s / 1e9,
-                    2.0 * (m * n * k) as f64 / s / 1e9
-                );
-            }
+    #[ignore = "prints timings"]
+    fn print_quantized_against_bf16() {
+        let (n, k) = (3072, 576);
+        let mut data = Vec::with_capacity(n * k / BLOCK * 20);
+        for i in 0..n * k / BLOCK {
+            data.extend_from_slice(&half::f16::from_f32(0.01).to_bits().to_le_bytes());
+            data.extend_from_slice(&half::f16::from_f32(-0.07).to_bits().to_le_bytes());
+            data.extend((0..16).map(|b| ((i * 7 + b * 13) % 256) as u8));
+        }
+        let q = QMatrix::new(WeightFormat::Q4_1, n, k, data).expect("sizes");
+        let mut dense = vec![0f32; n * k];
+        for j in 0..n {
+            q.decode_row(j, &mut dense[j * k..(j + 1) * k]);
+        }
+        let bits: Vec<u16> = dense.iter().map(|v| half::bf16::from_f32(*v).to_bits()).collect();
+        let packed = PackedWeight::from_rows(&bits, n, k);
+        let mut scratch = GemmScratch::default();
+        eprintln!(
+            "Q4_1 {n}×{k}: {:.1} MB as blocks, {:.1} MB as packed bf16",
+            q.bytes() as f64 / 1e6,
+            packed.bytes() as f64 / 1e6
+        );
+        for m in [1usize, 3, 8, 32, 128, 512] {
+            let x: Vec<f32> = (0..m * k).map(|i| ((i % 97) as f32 - 48.0) / 50.0).collect();
+            let mut y = vec![0f32; m * n];
+            let reps = (256 / m).max(3);
+            let quant = seconds(reps, || q.matmul(&x, m, &mut y));
+            let bf16 = seconds(reps, || matmul(&x, m, &packed, &mut y, false, Precision::F32, &mut scratch));
+            eprintln!(
+                "m={m:>3}: blocks {:.3} ms ({:.1} GFLOP/s), bf16 {:.3} ms ({:.1} GFLOP/s), blocks/bf16 time {:.2}",
+                quant * 1e3,
+                2.0 * (m * n * k) as f64 / quant / 1e9,
+                bf16 * 1e3,
+                2.0 * (m * n * k) as f64 / bf16 / 1e9,
+                quant / bf16
+            );
         }
     }
 }

@@ -68,12 +68,13 @@ pub struct SamplerScratch {
     words: Vec<u32>,
 }
 
-/// The candidates of a position: the nucleus, most probable first, with the
-/// log-sum-exp of the tempered logits (for probabilities).
-fn nucleus<'s>(logits: &[f32], p: &SamplingParams, order: &'s mut Vec<u32>) -> &'s [u32] {
+/// The candidates of a position, most probable first, and for each the mass
+/// of the prefix ending with it; `None` masses when `top_p ≥ 1` (every token
+/// is a candidate, in id order).
+fn ranked<'s>(logits: &[f32], p: &SamplingParams, mass_wanted: f64, order: &'s mut Vec<u32>) -> &'s [u32] {
     order.clear();
     order.extend(0..logits.len() as u32);
-    if p.top_p >= 1.0 {
+    if mass_wanted >= 1.0 {
         return order;
     }
     let t = p.temperature as f64;
@@ -92,16 +93,22 @@ fn nucleus<'s>(logits: &[f32], p: &SamplingParams, order: &'s mut Vec<u32>) -> &
     for &i in order.iter() {
         keep += 1;
         mass += ((logits[i as usize] as f64 - max) / t).exp() / z;
-        if mass >= p.top_p as f64 {
+        if mass >= mass_wanted {
             break;
         }
     }
     &order[..keep]
 }
 
-/// The perturbed score of every candidate, and the candidates.
-fn scores(logits: &[f32], p: &SamplingParams, position: u32, s: &mut SamplerScratch) -> Vec<(u32, f64)> {
-    let candidates = nucleus(logits, p, &mut s.order);
+/// The perturbed score of every token of the nucleus of mass `mass`.
+fn scores(
+    logits: &[f32],
+    p: &SamplingParams,
+    position: u32,
+    mass: f64,
+    s: &mut SamplerScratch,
+) -> Vec<(u32, f64)> {
+    let candidates = ranked(logits, p, mass, &mut s.order);
     let key = noise_key(p.seed, position);
     s.words.resize(logits.len(), 0);
     if candidates.len() * 4 >= logits.len() {
@@ -134,12 +141,11 @@ pub fn sample(logits: &[f32], p: &SamplingParams, position: u32, s: &mut Sampler
     if p.greedy() {
         return argmax(logits);
     }
-    best(&scores(logits, p, position, s)).0
+    best(&scores(logits, p, position, p.top_p as f64, s)).0
 }
 
-/// Whether `token` is what [`sample`] gives from `logits` up to `margin`:
-/// its perturbed score (or, greedy, its logit) is within `margin` of the best
-/// one, and it is in the nucleus.
+/// Whether `token` is what [`sample`] gives from `logits` up to `margin`
+/// (see [`token_gap`], with no slack on the nucleus).
 pub fn check_token(
     logits: &[f32],
     p: &SamplingParams,
@@ -148,17 +154,24 @@ pub fn check_token(
     margin: f64,
     s: &mut SamplerScratch,
 ) -> bool {
-    token_gap(logits, p, position, token, s) <= margin
+    token_gap(logits, p, position, token, 0.0, s) <= margin
 }
 
 /// How far `token`'s perturbed score (greedy: its logit) is below the best
-/// one: 0 when it is the sample, infinite when it is outside the nucleus or
+/// one; 0 when it is the sample, infinite when it is outside the nucleus or
 /// the vocabulary.
+///
+/// `slack` allows for logits that differ slightly from the sampler's: a
+/// token at the edge of the nucleus can be in one host's and out of
+/// another's. The token must be in the nucleus of mass `top_p + slack`, and
+/// it is compared with the best of the nucleus of mass `top_p − slack`,
+/// which every host whose masses are within `slack` includes.
 pub fn token_gap(
     logits: &[f32],
     p: &SamplingParams,
     position: u32,
     token: u32,
+    slack: f64,
     s: &mut SamplerScratch,
 ) -> f64 {
     let Some(&value) = logits.get(token as usize) else {
@@ -167,11 +180,21 @@ pub fn token_gap(
     if p.greedy() {
         return logits[argmax(logits) as usize] as f64 - value as f64;
     }
-    let scored = scores(logits, p, position, s);
-    match scored.iter().find(|c| c.0 == token) {
-        Some(&(_, mine)) => best(&scored).1 - mine,
-        None => f64::INFINITY,
+    let top_p = p.top_p as f64;
+    let loose = scores(logits, p, position, (top_p + slack).min(1.0), s);
+    let Some(&(_, mine)) = loose.iter().find(|c| c.0 == token) else {
+        return f64::INFINITY;
+    };
+    if slack <= 0.0 || top_p >= 1.0 {
+        return best(&loose).1 - mine;
     }
+    let mut strict = vec![false; logits.len()];
+    for &i in ranked(logits, p, (top_p - slack).max(f64::MIN_POSITIVE), &mut s.order) {
+        strict[i as usize] = true;
+    }
+    let best_strict =
+        loose.iter().filter(|c| strict[c.0 as usize]).fold(f64::NEG_INFINITY, |b, c| b.max(c.1));
+    (best_strict - mine).max(0.0)
 }
 
 #[cfg(test)]
@@ -232,6 +255,24 @@ mod tests {
         assert_eq!(sample(&l, &SamplingParams::GREEDY, 0, &mut s), 0);
         assert!(!check_token(&l, &p, 0, 3, 1.0, &mut s), "a token outside the nucleus passed");
         assert!(!check_token(&l, &p, 0, 99, 1.0, &mut s), "an id outside the vocabulary passed");
+    }
+
+    #[test]
+    fn slack_admits_a_token_at_the_edge_of_the_nucleus_and_nothing_far_outside() {
+        // Masses 0.5, 0.3, 0.15, 0.05: with top_p 0.79 the nucleus is {0, 1}; a
+        // host whose masses differ a little may have included token 2.
+        let l: Vec<f32> = [0.5f32, 0.3, 0.15, 0.05].iter().map(|p| p.ln()).collect();
+        let p = SamplingParams { temperature: 1.0, top_p: 0.79, seed: 1 };
+        let mut s = SamplerScratch::default();
+        assert_eq!(token_gap(&l, &p, 0, 2, 0.0, &mut s), f64::INFINITY);
+        assert!(token_gap(&l, &p, 0, 2, 0.02, &mut s).is_finite(), "slack did not admit the edge token");
+        assert_eq!(
+            token_gap(&l, &p, 0, 3, 0.02, &mut s),
+            f64::INFINITY,
+            "slack admitted a token far outside"
+        );
+        let sampled = sample(&l, &p, 0, &mut s);
+        assert_eq!(token_gap(&l, &p, 0, sampled, 0.02, &mut s), 0.0);
     }
 
     #[test]
