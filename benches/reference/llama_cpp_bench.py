@@ -442,7 +442,14 @@ def main():
     }
 
     if args.logits_check:
-        result["logits_check"] = logits_check(model, args.threads, Path(args.golden))
+        lc = result["logits_check"] = logits_check(model, args.threads, Path(args.golden))
+        log("last position top-5:", ", ".join(f"{i}:{v:.4f}" for i, v in lc["last_top5"]))
+        log("argmax per position:", lc["argmax_per_position"])
+        if isinstance(lc["golden"], dict):
+            gd = lc["golden"]
+            log(f"vs golden: max |diff| over top-8 = {gd['max_abs_diff_top8_all_positions']:.4f}, "
+                f"argmax agrees at {gd['argmax_agrees_positions']}/{gd['n_positions']} positions, "
+                f"greedy agrees for {gd['greedy_agrees_steps']}/{gd['greedy_steps_compared']} steps")
         print(json.dumps(result, indent=1))
         return
 

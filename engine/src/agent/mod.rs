@@ -158,7 +158,55 @@ pub struct Agent {
     threads: usize,
     done: Done,
     runner: Arc<dyn tasks::TaskRunner>,
+    miner: Arc<dyn SprintMiner>,
     tasks: tasks::TaskMemory,
+}
+
+/// One host's share of a Sprint: nonces `0..nonces` under `sprint_seed`.
+#[derive(Debug, Clone)]
+pub struct SprintJob {
+    /// The Sprint's model.
+    pub model: Arc<gonka_kernels::v2::Model>,
+    /// The Sprint's seed.
+    pub sprint_seed: Hash32,
+    /// The host's node seed.
+    pub node_seed: Hash32,
+    /// The difficulty: one proof per this many nonces on average.
+    pub nonces_per_proof: u64,
+    /// Nonces to score.
+    pub nonces: u64,
+}
+
+/// Where the agent's Sprint work runs. It may answer "not yet" (`None`): a
+/// node mines in slices on its model server's idle capacity, and the agent
+/// asks again after the next block.
+pub trait SprintMiner: std::fmt::Debug + Send + Sync {
+    /// The proofs among the job's nonces, once all are scored.
+    fn mine(&self, job: &SprintJob) -> Option<Vec<ProofEntry>>;
+}
+
+/// Mines the whole job at once on the calling thread's `threads` workers
+/// (the simulator, tests).
+#[derive(Debug, Clone, Copy)]
+pub struct MineNow {
+    /// Worker threads.
+    pub threads: usize,
+}
+
+impl SprintMiner for MineNow {
+    fn mine(&self, job: &SprintJob) -> Option<Vec<ProofEntry>> {
+        let f = SprintV2::new(&job.model, job.sprint_seed, job.node_seed, job.nonces_per_proof);
+        let nonces: Vec<u64> = (0..job.nonces).collect();
+        let scored = recompute(&f, &nonces, 64, self.threads);
+        Some(
+            nonces
+                .iter()
+                .zip(&scored)
+                .filter(|(_, s)| s.proof)
+                .map(|(&nonce, s)| ProofEntry { nonce, score: s.score })
+                .collect(),
+        )
+    }
 }
 
 impl Agent {
@@ -172,8 +220,15 @@ impl Agent {
             threads: threads.max(1),
             done: Done::default(),
             runner: Arc::new(tasks::SimulatedInference::default()),
+            miner: Arc::new(MineNow { threads: threads.max(1) }),
             tasks: Default::default(),
         }
+    }
+
+    /// The same agent mining its Sprints with `miner`.
+    pub fn with_miner(mut self, miner: Arc<dyn SprintMiner>) -> Self {
+        self.miner = miner;
+        self
     }
 
     /// The same agent running and checking tasks with `runner`.
@@ -345,15 +400,14 @@ impl Agent {
                 .map(|k| ProofEntry { nonce: k * nonces_per_proof, score: 0.0 })
                 .collect()
         } else {
-            let f = SprintV2::new(&model, *seed, node_seed(&self.key.public_key()), nonces_per_proof);
-            let nonces: Vec<u64> = (0..n).collect();
-            let scored = recompute(&f, &nonces, 64, self.threads);
-            nonces
-                .iter()
-                .zip(&scored)
-                .filter(|(_, s)| s.proof)
-                .map(|(&nonce, s)| ProofEntry { nonce, score: s.score })
-                .collect()
+            let job = SprintJob {
+                model: Arc::clone(&model),
+                sprint_seed: *seed,
+                node_seed: node_seed(&self.key.public_key()),
+                nonces_per_proof,
+                nonces: n,
+            };
+            self.miner.mine(&job)?
         };
         proofs.truncate(params.max_batch_proofs as usize);
         if proofs.is_empty() {

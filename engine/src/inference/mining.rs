@@ -36,6 +36,8 @@ pub struct SprintProgress {
     pub busy: Duration,
     /// Whether every nonce of the range is scored.
     pub done: bool,
+    /// Whether the end was logged.
+    pub reported: bool,
 }
 
 /// A Sprint over nonces `first..end` for one host, as idle work.
@@ -117,6 +119,28 @@ mod tests {
     use gonka_kernels::config::TINY;
 
     #[test]
+    fn the_server_miner_answers_once_the_sprint_is_mined_and_matches_mining_at_once() {
+        use crate::agent::{MineNow, SprintJob, SprintMiner};
+        let seed = [5u8; 32];
+        let model = Arc::new(Model::generate(&TINY, &seed).expect("tiny model"));
+        let job =
+            SprintJob { model, sprint_seed: seed, node_seed: [6; 32], nonces_per_proof: 8, nonces: 300 };
+        let served = Arc::new(super::super::ServedModel::tiny(0, "tiny").expect("tiny"));
+        let server = Arc::new(super::super::Server::start(served, super::super::ServerConfig::default()));
+        let miner = ServerMiner::new(server, 1);
+        assert!(miner.mine(&job).is_none(), "the first call only starts the job");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let proofs = loop {
+            if let Some(p) = miner.mine(&job) {
+                break p;
+            }
+            assert!(Instant::now() < deadline, "300 tiny nonces not mined in 60 s");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!(Some(proofs), MineNow { threads: 1 }.mine(&job));
+    }
+
+    #[test]
     fn slices_find_the_same_proofs_as_one_pass() {
         let seed = [3u8; 32];
         let model = Arc::new(Model::generate(&TINY, &seed).expect("tiny model"));
@@ -136,5 +160,66 @@ mod tests {
         let got: Vec<u64> = p.proofs.iter().map(|e| e.nonce).collect();
         assert_eq!(got, want, "sliced mining found other proofs");
         assert!(!want.is_empty(), "no proof at one in 8: the test would not check anything");
+    }
+}
+
+/// The agent's Sprint miner on a model server: the first call starts the
+/// job as the server's idle work, later calls answer once every nonce is
+/// scored. A new Sprint replaces the old one.
+#[derive(Debug)]
+pub struct ServerMiner {
+    server: Arc<super::Server>,
+    threads: usize,
+    current: Mutex<Option<(JobKey, Arc<Mutex<SprintProgress>>)>>,
+}
+
+/// What identifies a job: its seed, host and size.
+type JobKey = (Hash32, Hash32, u64, u64);
+
+impl ServerMiner {
+    /// Mines on `server`'s idle capacity with `threads` workers per slice.
+    pub fn new(server: Arc<super::Server>, threads: usize) -> Self {
+        Self { server, threads: threads.max(1), current: Mutex::new(None) }
+    }
+}
+
+impl crate::agent::SprintMiner for ServerMiner {
+    fn mine(&self, job: &crate::agent::SprintJob) -> Option<Vec<ProofEntry>> {
+        let key = (job.sprint_seed, job.node_seed, job.nonces_per_proof, job.nonces);
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((k, progress)) = current.as_ref()
+            && *k == key
+        {
+            let p = progress.lock().unwrap_or_else(|e| e.into_inner());
+            if p.done && !p.reported {
+                drop(p);
+                let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
+                p.reported = true;
+                tracing::info!(
+                    nonces = p.nonces,
+                    proofs = p.proofs.len(),
+                    slices = p.slices,
+                    busy_ms = p.busy.as_millis() as u64,
+                    "Sprint mined"
+                );
+                return Some(p.proofs.clone());
+            }
+            return p.done.then(|| p.proofs.clone());
+        }
+        let (work, progress) = SprintSlices::new(
+            Arc::clone(&job.model),
+            job.sprint_seed,
+            job.node_seed,
+            job.nonces_per_proof,
+            0..job.nonces,
+            self.threads,
+        );
+        if let Err(e) = self.server.set_idle_work(Some(Box::new(work))) {
+            tracing::warn!("cannot mine: {e}");
+            return None;
+        }
+        tracing::info!(nonces = job.nonces, "Sprint mining started on the model server's idle capacity");
+        *current = Some((key, progress));
+        None
     }
 }

@@ -22,6 +22,7 @@ use crate::chain::types::{Block, FinalBlock, SignedTransaction, Transaction};
 use crate::chain::{ApplyReport, Chain};
 use crate::consensus::{Action, Consensus, HeightContext, Message, Timeout, TimeoutParams};
 use crate::crypto::{Domain, HostKey};
+use crate::inference::mining::ServerMiner;
 use crate::inference::payload::InferencePayload;
 use crate::sim::host::Mempool;
 use crate::store::ChainStore;
@@ -155,7 +156,10 @@ impl NodeCore {
         let consensus_key = key.duplicate();
         let consensus = Consensus::new(Some(consensus_key), timeouts, chain.sig_cache().clone());
         let agent = Agent::new(key, entropy, Behavior::honest(nonces_per_sprint), threads)
-            .with_runner(Arc::clone(&runner) as Arc<dyn crate::agent::tasks::TaskRunner>);
+            .with_runner(Arc::clone(&runner) as Arc<dyn crate::agent::tasks::TaskRunner>)
+            // The Sprint runs on the model server's idle capacity, in slices,
+            // so neither consensus nor requests wait for it.
+            .with_miner(Arc::new(ServerMiner::new(Arc::clone(runner.server()), threads)));
         Self {
             chain,
             store,

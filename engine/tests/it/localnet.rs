@@ -332,11 +332,21 @@ fn a_local_network_survives_a_kill_a_cut_and_garbage_and_serves_a_request() {
         let roots: Vec<&String> = (0..HOSTS).filter_map(|i| seen.get(&(i, h))).collect();
         assert!(roots.windows(2).all(|w| w[0] == w[1]), "height {h}: roots differ {roots:?}");
     }
+    // The Sprints were mined (beside consensus, on the model server) and counted:
+    // the weights are no longer the genesis' 10 each (a host cut off during a
+    // Sprint may have none this epoch).
+    let log0 = std::fs::read_to_string(configs[0].with_file_name("node.log")).unwrap_or_default();
+    assert!(log0.contains("Sprint mined"), "host 0 never finished mining a Sprint");
+    let (_, host_list) = http(node0.api, "GET", "/v1/chain/hosts", "sk-local-0", "");
+    let hv: serde_json::Value = serde_json::from_str(&host_list).expect("hosts JSON");
+    let weights: Vec<u64> =
+        hv["hosts"].as_array().expect("hosts").iter().filter_map(|h| h["weight"].as_u64()).collect();
+    println!("weights after two epochs: {weights:?}");
+    assert!(weights.iter().any(|&w| w != 10), "weights never changed: {host_list}");
     // The task, executed by another host, settled.
     let tv: serde_json::Value = serde_json::from_str(&t).expect("task JSON");
     assert_eq!(tv["status"], "settled", "task {t}");
     assert_ne!(tv["executor"], 0, "eight requests in a row were executed by host 0 itself");
-    let log0 = std::fs::read_to_string(configs[0].with_file_name("node.log")).unwrap_or_default();
     let notable: Vec<&str> = log0.lines().filter(|l| !l.contains(" INFO ") || l.contains("peer")).collect();
     assert!(
         log0.contains("banned"),
