@@ -305,6 +305,9 @@ pub struct EvalArgs {
     /// Skip the cheats and the cost figure.
     #[arg(long)]
     honest_only: bool,
+    /// Only the validator's cost figure.
+    #[arg(long)]
+    cost_only: bool,
 }
 
 const PROMPTS: [&str; 8] = [
@@ -369,6 +372,9 @@ fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     let thresholds = Thresholds::default();
     let mut s = LlamaScratch::default();
     let judge = Judge { model: validator, stop: &stop, thresholds, max_tokens: a.tokens };
+    if a.cost_only {
+        return cost(a, &judge, &cases, &stop, &mut s);
+    }
     println!("validator: f32 activations, thresholds {thresholds:?}");
     println!(
         "{:<16} {:>6} {:>7}   p50 / p99 / max over completions of their worst: {:>20} {:>16} {:>20}",
@@ -410,10 +416,19 @@ fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     let cheap = complete(&Arc::new(skipped), &cases, 32, a.tokens)?;
     println!("{:<34} {:>6} {:>8}", "cheat", "cases", "caught");
     let mut caught = [0usize; 4];
+    let mut same_under_wrong_seed = 0;
     for (i, (c, g)) in cases.iter().zip(&honest).enumerate() {
         let wrong_seed = SamplingParams { seed: c.params.seed + 1_000_000, ..c.params };
-        caught[0] +=
-            usize::from(judge.run(c, &g.output, &g.artifact, wrong_seed, &mut s)?.verdict != Verdict::Pass);
+        // A completion so certain that the wrong seed draws the same tokens is
+        // not a false claim under it: such cases are counted apart.
+        let under_wrong = generate(validator, &c.prompt, &wrong_seed, a.tokens, &stop, &mut s)?;
+        if under_wrong.output == g.output {
+            same_under_wrong_seed += 1;
+        } else {
+            caught[0] += usize::from(
+                judge.run(c, &g.output, &g.artifact, wrong_seed, &mut s)?.verdict != Verdict::Pass,
+            );
+        }
         let mut tampered = g.output.clone();
         let at = i % tampered.len();
         tampered[at] = if tampered[at] == 504 { 505 } else { 504 };
@@ -427,22 +442,34 @@ fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         caught[3] +=
             usize::from(judge.run(c, &h.output, &forged, c.params, &mut s)?.verdict != Verdict::Pass);
     }
+    println!("{:<34} {:>6} {:>8}", "wrong seed", cases.len() - same_under_wrong_seed, caught[0]);
+    println!("  ({same_under_wrong_seed} completions are what the wrong seed draws too: not counted)");
     for (name, n) in [
-        ("wrong seed", caught[0]),
         ("one tampered token", caught[1]),
         ("last 4 of 30 layers skipped", caught[2]),
         ("skipped layers, real records", caught[3]),
     ] {
         println!("{name:<34} {:>6} {n:>8}", cases.len());
     }
-    // Cost: one check against generating the same completion alone.
+    cost(a, &judge, &cases, &stop, &mut s)
+}
+
+/// One check against generating the same completion alone, at batch 1.
+fn cost(
+    a: &EvalArgs,
+    judge: &Judge<'_>,
+    cases: &[Case],
+    stop: &[u32],
+    s: &mut LlamaScratch,
+) -> anyhow::Result<()> {
+    let validator = judge.model;
     let mut ratios = Vec::new();
     for c in cases.iter().take(16) {
         let t = Instant::now();
-        let g = generate(validator, &c.prompt, &c.params, a.tokens, &stop, &mut s)?;
+        let g = generate(validator, &c.prompt, &c.params, a.tokens, stop, s)?;
         let generate_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        judge.run(c, &g.output, &g.artifact, c.params, &mut s)?;
+        judge.run(c, &g.output, &g.artifact, c.params, s)?;
         ratios.push(t.elapsed().as_secs_f64() / generate_s);
     }
     println!(
