@@ -180,6 +180,12 @@ pub fn localnet_params(model: &str) -> ChainParams {
     ChainParams {
         economy: crate::params::EconomyParams {
             models: vec![crate::params::ModelPrice { name: model.into(), price_per_token: 10 }],
+            // Blocks come every ~50–100 ms here, and a completion of the real
+            // model takes seconds on shared cores: an executor gets about 20 s,
+            // a checker about 10 s to fetch the output and re-run it.
+            task_timeout_blocks: 300,
+            task_validation_blocks: 150,
+            dispute_blocks: 150,
             ..tiny.economy.clone()
         },
         pow_shape: ModelShape::of(&gonka_kernels::config::SMALL),

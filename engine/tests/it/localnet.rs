@@ -326,7 +326,15 @@ fn a_local_network_survives_a_kill_a_cut_and_garbage_and_serves_a_request() {
         "not every host passed two epochs: {:?}",
         (0..HOSTS).map(|i| top(&seen, i)).collect::<Vec<_>>()
     );
-    let (status, t) = http(node0.api, "GET", &format!("/v1/chain/tasks/{task}"), "sk-local-0", "");
+    // The task settles once its check window has passed (150 blocks here).
+    let settle_by = std::time::Instant::now() + Duration::from_secs(120);
+    let (status, t) = loop {
+        let (status, t) = http(node0.api, "GET", &format!("/v1/chain/tasks/{task}"), "sk-local-0", "");
+        if t.contains("\"settled\"") || std::time::Instant::now() > settle_by {
+            break (status, t);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
     println!("task {task}: {status} {t}");
     for h in 0..=2 * epoch {
         let roots: Vec<&String> = (0..HOSTS).filter_map(|i| seen.get(&(i, h))).collect();
