@@ -507,7 +507,6 @@ impl Worker {
 mod tests {
     use super::*;
     use gonka_kernels::llm::artifact::{Verdict, generate};
-    use std::sync::atomic::AtomicBool;
 
     fn server(config: ServerConfig) -> Server {
         Server::start(Arc::new(ServedModel::tiny(0, "tiny").expect("tiny model")), config)
@@ -579,7 +578,6 @@ mod tests {
 
     struct Counting {
         slices: Arc<AtomicU64>,
-        busy_during_request: Arc<AtomicBool>,
         left: u64,
     }
 
@@ -591,7 +589,6 @@ mod tests {
             self.left -= 1;
             self.slices.fetch_add(1, Ordering::Relaxed);
             std::thread::sleep(Duration::from_millis(2));
-            self.busy_during_request.store(true, Ordering::Relaxed);
             true
         }
     }
@@ -600,13 +597,8 @@ mod tests {
     fn idle_work_fills_gaps_and_requests_come_first() {
         let s = server(ServerConfig::default());
         let slices = Arc::new(AtomicU64::new(0));
-        let flag = Arc::new(AtomicBool::new(false));
-        s.set_idle_work(Some(Box::new(Counting {
-            slices: Arc::clone(&slices),
-            busy_during_request: Arc::clone(&flag),
-            left: 1_000_000,
-        })))
-        .expect("running");
+        s.set_idle_work(Some(Box::new(Counting { slices: Arc::clone(&slices), left: 1_000_000 })))
+            .expect("running");
         std::thread::sleep(Duration::from_millis(50));
         let before = slices.load(Ordering::Relaxed);
         assert!(before > 0, "no idle slice ran while the server had nothing to do");

@@ -142,6 +142,11 @@ impl DigestBasis {
 
 /// `log softmax(logits)[id]` for the top ids, from one row.
 pub fn record(logits: &[f32], hidden: &[f32], basis: &DigestBasis) -> TokenRecord {
+    record_with(logits, log_sum_exp(logits), hidden, basis)
+}
+
+/// [`record`] given the row's log-sum-exp.
+fn record_with(logits: &[f32], lse: f64, hidden: &[f32], basis: &DigestBasis) -> TokenRecord {
     let mut top: [(u32, f32); TOP_K] = [(0, f32::NEG_INFINITY); TOP_K];
     for (i, &v) in logits.iter().enumerate() {
         if v > top[TOP_K - 1].1 {
@@ -153,7 +158,6 @@ pub fn record(logits: &[f32], hidden: &[f32], basis: &DigestBasis) -> TokenRecor
             top[at] = (i as u32, v);
         }
     }
-    let lse = log_sum_exp(logits);
     TokenRecord {
         top_ids: top.map(|t| t.0),
         top_logprobs: top.map(|t| (t.1 as f64 - lse) as f32),
@@ -284,8 +288,8 @@ pub fn check(
             report.verdict = Verdict::Token { position: t, token };
             return Ok(report);
         }
-        let mine = record(logits, &out.hidden[t * d..(t + 1) * d], &basis);
         let lse = log_sum_exp(logits);
+        let mine = record_with(logits, lse, &out.hidden[t * d..(t + 1) * d], &basis);
         let mut drift = 0f32;
         for (&id, &lp) in rec.top_ids.iter().zip(&rec.top_logprobs) {
             let Some(&l) = logits.get(id as usize) else {

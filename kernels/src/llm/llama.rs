@@ -494,9 +494,14 @@ impl Llama {
         let mut hidden = Vec::new();
         norm_rows(&chosen, d, c.rms_eps, &self.out_norm, &mut hidden);
         let mut logits = vec![0f32; picked.len() * c.vocab];
-        let mut input = hidden.clone();
-        self.round(&mut input);
-        self.head.as_ref().unwrap_or(&self.embed).matmul(&input, picked.len(), &mut logits);
+        let head = self.head.as_ref().unwrap_or(&self.embed);
+        if self.precision == Precision::Bf16 {
+            let mut input = hidden.clone();
+            self.round(&mut input);
+            head.matmul(&input, picked.len(), &mut logits);
+        } else {
+            head.matmul(&hidden, picked.len(), &mut logits);
+        }
         StepOutput { logits, hidden, rows_per_seq }
     }
 }
