@@ -439,6 +439,22 @@ mod x86 {
         _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps, _mm512_sub_ps,
     };
 
+    /// The 16 bytes at `p` as 32 nibbles in f32: the low nibbles (weights
+    /// 0–15), then the high ones (16–31).
+    ///
+    /// # Safety
+    /// AVX-512F is present and `p` points at 16 readable bytes.
+    #[inline(always)]
+    unsafe fn nibbles(p: *const u8) -> (__m512, __m512) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let qs = _mm_loadu_si128(p.cast());
+            let low = _mm_and_si128(qs, _mm_set1_epi8(0x0F));
+            let high = _mm_and_si128(_mm_srli_epi16(qs, 4), _mm_set1_epi8(0x0F));
+            (_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(low)), _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(high)))
+        }
+    }
+
     /// The 32 weights of one block as two registers (lanes 0–15, 16–31),
     /// each `w` rounded exactly as `decode_block` rounds it.
     ///
@@ -456,13 +472,8 @@ mod x86 {
                 WeightFormat::F32 => (_mm512_loadu_ps(p.cast()), _mm512_loadu_ps(p.add(64).cast())),
                 WeightFormat::Q4_1 => {
                     let (d, m) = (_mm512_set1_ps(scale[0]), _mm512_set1_ps(scale[1]));
-                    let qs = _mm_loadu_si128(p.add(4).cast());
-                    let low = _mm_and_si128(qs, _mm_set1_epi8(0x0F));
-                    let high = _mm_and_si128(_mm_srli_epi16(qs, 4), _mm_set1_epi8(0x0F));
-                    (
-                        _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(low)), d, m),
-                        _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(high)), d, m),
-                    )
+                    let (low, high) = nibbles(p.add(4));
+                    (_mm512_fmadd_ps(low, d, m), _mm512_fmadd_ps(high, d, m))
                 }
                 WeightFormat::Q8_0 => {
                     let d = _mm512_set1_ps(scale[0]);
@@ -475,15 +486,10 @@ mod x86 {
                 }
                 WeightFormat::Q4_0 => {
                     let (d, eight) = (_mm512_set1_ps(scale[0]), _mm512_set1_ps(8.0));
-                    let qs = _mm_loadu_si128(p.add(2).cast());
-                    let low = _mm_and_si128(qs, _mm_set1_epi8(0x0F));
-                    let high = _mm_and_si128(_mm_srli_epi16(qs, 4), _mm_set1_epi8(0x0F));
+                    let (low, high) = nibbles(p.add(2));
                     (
-                        _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(low)), eight), d),
-                        _mm512_mul_ps(
-                            _mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(high)), eight),
-                            d,
-                        ),
+                        _mm512_mul_ps(_mm512_sub_ps(low, eight), d),
+                        _mm512_mul_ps(_mm512_sub_ps(high, eight), d),
                     )
                 }
             }
