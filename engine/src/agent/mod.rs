@@ -177,12 +177,24 @@ pub struct SprintJob {
     pub nonces: u64,
 }
 
+/// Nonces `0..scored` of a job were scored; these are the proofs among them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MinedNonces {
+    /// How many nonces were scored, from nonce 0.
+    pub scored: u64,
+    /// The proofs among them, by nonce.
+    pub proofs: Vec<ProofEntry>,
+}
+
 /// Where the agent's Sprint work runs. It may answer "not yet" (`None`): a
 /// node mines in slices on its model server's idle capacity, and the agent
 /// asks again after the next block.
 pub trait SprintMiner: std::fmt::Debug + Send + Sync {
-    /// The proofs among the job's nonces, once all are scored.
-    fn mine(&self, job: &SprintJob) -> Option<Vec<ProofEntry>>;
+    /// The proofs among the job's nonces, once all are scored; or, with
+    /// `finish` (the Sprint is about to close), the proofs among those scored
+    /// so far, and the job stops. The Sprint is bound by time, not by a
+    /// count: what a host scored by its end is what it has.
+    fn mine(&self, job: &SprintJob, finish: bool) -> Option<MinedNonces>;
 }
 
 /// Mines the whole job at once on the calling thread's `threads` workers
@@ -194,19 +206,27 @@ pub struct MineNow {
 }
 
 impl SprintMiner for MineNow {
-    fn mine(&self, job: &SprintJob) -> Option<Vec<ProofEntry>> {
+    fn mine(&self, job: &SprintJob, _finish: bool) -> Option<MinedNonces> {
         let f = SprintV2::new(&job.model, job.sprint_seed, job.node_seed, job.nonces_per_proof);
         let nonces: Vec<u64> = (0..job.nonces).collect();
         let scored = recompute(&f, &nonces, 64, self.threads);
-        Some(
-            nonces
-                .iter()
-                .zip(&scored)
-                .filter(|(_, s)| s.proof)
-                .map(|(&nonce, s)| ProofEntry { nonce, score: s.score })
-                .collect(),
-        )
+        let proofs = nonces
+            .iter()
+            .zip(&scored)
+            .filter(|(_, s)| s.proof)
+            .map(|(&nonce, s)| ProofEntry { nonce, score: s.score })
+            .collect();
+        Some(MinedNonces { scored: job.nonces, proofs })
     }
+}
+
+/// Blocks before a Sprint's last block at which a host stops mining and
+/// submits what it has: 30% of the Sprint, at least four blocks. Both the
+/// commitment and then the batch must land inside the Sprint, each gossiped
+/// to a proposer and included (a block or two on a sparse network), with
+/// room for one of them to be resent.
+fn finish_margin(sprint_blocks: u64) -> u64 {
+    (sprint_blocks * 3 / 10).max(4)
 }
 
 impl Agent {
@@ -275,7 +295,9 @@ impl Agent {
             && sprint.epoch == epoch
         {
             if next <= sprint.end {
-                out.extend(self.submit(chain, models, &seed, epoch, id, next));
+                // Mining stops early enough for the commitment to land in the Sprint.
+                let finish = next + finish_margin(sprint.end - sprint.start) >= sprint.end;
+                out.extend(self.submit(chain, models, &seed, epoch, id, next, finish));
             }
             let voting_weight = pos.map_or(0, |p| chain.voting().weights[p as usize]);
             if !self.done.validated && voting_weight > 0 && next > sprint.end && next <= sprint.validation_end
@@ -351,9 +373,12 @@ impl Agent {
         epoch: u64,
         me: u32,
         next: u64,
+        finish: bool,
     ) -> Vec<SignedTransaction> {
         if self.done.mined.is_none() {
-            let Some((commitment, batch)) = self.mine(chain, models, seed, epoch) else { return Vec::new() };
+            let Some((commitment, batch)) = self.mine(chain, models, seed, epoch, finish) else {
+                return Vec::new();
+            };
             self.done.mined = Some(Mined {
                 commitment: commitment.clone(),
                 batch,
@@ -389,11 +414,12 @@ impl Agent {
         models: &ModelCache,
         seed: &Hash32,
         epoch: u64,
+        finish: bool,
     ) -> Option<(SignedTransaction, SignedTransaction)> {
         let params = chain.params();
         let Difficulty::V2 { nonces_per_proof } = params.pow_difficulty else { return None };
         let model = models.get(chain, seed)?;
-        let n = self.behavior.nonces_per_sprint;
+        let mut n = self.behavior.nonces_per_sprint;
         let mut proofs: Vec<ProofEntry> = if self.behavior.fabricate_proofs {
             // Claims without work: every nonce a multiple of the difficulty, a perfect score.
             (0..n / nonces_per_proof.max(1))
@@ -407,7 +433,9 @@ impl Agent {
                 nonces_per_proof,
                 nonces: n,
             };
-            self.miner.mine(&job)?
+            let mined = self.miner.mine(&job, finish)?;
+            n = mined.scored;
+            mined.proofs
         };
         proofs.truncate(params.max_batch_proofs as usize);
         if proofs.is_empty() {

@@ -4,13 +4,13 @@
 //! one status line per block; `localnet --hosts 4` writes a local network
 //! and runs its hosts as separate processes on loopback.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use gonka_engine::node::config::{ModelConfig, NodeConfig, SMOLLM2_NAME, write_localnet};
+use gonka_engine::node::config::{ModelConfig, NodeConfig, SMOLLM2_NAME, Topology, write_localnet};
 use gonka_engine::node::core::CommitInfo;
 use gonka_engine::node::runtime::Node;
 
@@ -50,6 +50,10 @@ enum Cmd {
         /// fetches) or `tiny` (a seed-generated test model, no file needed).
         #[arg(long, default_value = "smollm2")]
         model: String,
+        /// Which hosts dial which: `mesh` (every pair) or `ring` (each its
+        /// successor; the rest by relay and by dialing announced addresses).
+        #[arg(long, default_value = "mesh")]
+        topology: String,
     },
 }
 
@@ -57,8 +61,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Run { config, stop_on_stdin_eof } => run(&config, stop_on_stdin_eof),
-        Cmd::Localnet { hosts, dir, base_port, blocks, model } => {
-            localnet(hosts, dir, base_port, blocks, &model)
+        Cmd::Localnet { hosts, dir, base_port, blocks, model, topology } => {
+            localnet(hosts, dir, base_port, blocks, &model, &topology)
         }
     };
     match result {
@@ -103,7 +107,11 @@ fn run(config: &Path, stop_on_stdin_eof: bool) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async {
-        let node = Node::start(&config, |c| println!("{}", status_line(c))).await?;
+        // A closed standard output (the parent went away) is no reason to stop.
+        let node = Node::start(&config, |c| {
+            let _ = writeln!(std::io::stdout().lock(), "{}", status_line(c));
+        })
+        .await?;
         tracing::info!(listen = %config.listen, api = %config.api, "host running");
         let stdin_closed = async {
             if stop_on_stdin_eof {
@@ -133,8 +141,14 @@ fn localnet(
     base_port: u16,
     blocks: Option<u64>,
     model: &str,
+    topology: &str,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(hosts >= 1, "at least one host");
+    let topology = match topology {
+        "mesh" => Topology::Mesh,
+        "ring" => Topology::Ring,
+        other => anyhow::bail!("unknown topology {other:?}: `mesh` or `ring`"),
+    };
     let model = match model {
         "smollm2" => {
             let path = gonka_kernels::llm::gguf::default_model_path();
@@ -153,7 +167,7 @@ fn localnet(
         None => std::env::temp_dir().join(format!("gonka-localnet-{}", std::process::id())),
     };
     anyhow::ensure!(!dir.join("genesis.bin").exists(), "{} already holds a network", dir.display());
-    let configs = write_localnet(&dir, hosts, base_port, &model)?;
+    let configs = write_localnet(&dir, hosts, base_port, &model, topology)?;
     println!(
         "local network of {hosts} hosts in {} (peers from port {base_port}, APIs from {})",
         dir.display(),

@@ -72,11 +72,13 @@ pub enum Domain {
     /// A host's derivation of its own local secrets (agent entropy); such a
     /// signature never leaves the host.
     LocalSecret,
+    /// A host's record of the network address it can be reached at.
+    HostAddress,
 }
 
 impl Domain {
     /// Every domain, for tests and documentation.
-    pub const ALL: [Domain; 10] = [
+    pub const ALL: [Domain; 11] = [
         Domain::ProofBatch,
         Domain::ValidationSample,
         Domain::BlockVote,
@@ -87,6 +89,7 @@ impl Domain {
         Domain::PeerHandshake,
         Domain::ProofOfPossession,
         Domain::LocalSecret,
+        Domain::HostAddress,
     ];
 
     /// The hash-to-curve domain-separation tag (RFC 9380 style suite name).
@@ -102,6 +105,7 @@ impl Domain {
             Domain::PeerHandshake => b"GONKA-V1-PEER-HANDSHAKE_BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_",
             Domain::ProofOfPossession => b"GONKA-V1-POP_BLS_POP_BLS12381G2_XMD:SHA-256_SSWU_RO_",
             Domain::LocalSecret => b"GONKA-V1-LOCAL-SECRET_BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_",
+            Domain::HostAddress => b"GONKA-V1-HOST-ADDRESS_BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_",
         }
     }
 }

@@ -128,16 +128,42 @@ mod tests {
         let served = Arc::new(super::super::ServedModel::tiny(0, "tiny").expect("tiny"));
         let server = Arc::new(super::super::Server::start(served, super::super::ServerConfig::default()));
         let miner = ServerMiner::new(server, 1);
-        assert!(miner.mine(&job).is_none(), "the first call only starts the job");
+        assert!(miner.mine(&job, false).is_none(), "the first call only starts the job");
         let deadline = Instant::now() + Duration::from_secs(60);
         let proofs = loop {
-            if let Some(p) = miner.mine(&job) {
+            if let Some(p) = miner.mine(&job, false) {
                 break p;
             }
             assert!(Instant::now() < deadline, "300 tiny nonces not mined in 60 s");
             std::thread::sleep(Duration::from_millis(5));
         };
-        assert_eq!(Some(proofs), MineNow { threads: 1 }.mine(&job));
+        assert_eq!(Some(proofs), MineNow { threads: 1 }.mine(&job, false));
+    }
+
+    #[test]
+    fn a_finished_sprint_keeps_the_nonces_scored_so_far() {
+        use crate::agent::{MineNow, SprintJob, SprintMiner};
+        let seed = [7u8; 32];
+        let model = Arc::new(Model::generate(&TINY, &seed).expect("tiny model"));
+        let job = SprintJob {
+            model: Arc::clone(&model),
+            sprint_seed: seed,
+            node_seed: [8; 32],
+            nonces_per_proof: 4,
+            nonces: 1 << 40,
+        };
+        let served = Arc::new(super::super::ServedModel::tiny(0, "tiny").expect("tiny"));
+        let server = Arc::new(super::super::Server::start(served, super::super::ServerConfig::default()));
+        let miner = ServerMiner::new(server, 1);
+        assert!(miner.mine(&job, false).is_none(), "the first call only starts the job");
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(miner.mine(&job, false).is_none(), "2^40 nonces are not done");
+        let got = miner.mine(&job, true).expect("finishing answers at once");
+        assert!(got.scored > 0 && got.scored < job.nonces, "{} scored", got.scored);
+        assert_eq!(miner.mine(&job, false), Some(got.clone()), "the same answer after the finish");
+        // Exactly the proofs among the scored prefix.
+        let prefix = SprintJob { nonces: got.scored, model, ..job };
+        assert_eq!(Some(got), MineNow { threads: 1 }.mine(&prefix, false));
     }
 
     #[test]
@@ -184,27 +210,35 @@ impl ServerMiner {
 }
 
 impl crate::agent::SprintMiner for ServerMiner {
-    fn mine(&self, job: &crate::agent::SprintJob) -> Option<Vec<ProofEntry>> {
+    fn mine(&self, job: &crate::agent::SprintJob, finish: bool) -> Option<crate::agent::MinedNonces> {
         let key = (job.sprint_seed, job.node_seed, job.nonces_per_proof, job.nonces);
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((k, progress)) = current.as_ref()
             && *k == key
         {
-            let p = progress.lock().unwrap_or_else(|e| e.into_inner());
-            if p.done && !p.reported {
-                drop(p);
-                let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
+            let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
+            if finish && !p.done {
+                // Time is up: the nonces scored so far are the Sprint's.
+                p.done = true;
+                if let Err(e) = self.server.set_idle_work(None) {
+                    tracing::warn!("cannot stop mining: {e}");
+                }
+            }
+            if !p.done {
+                return None;
+            }
+            if !p.reported {
                 p.reported = true;
                 tracing::info!(
                     nonces = p.nonces,
+                    of = job.nonces,
                     proofs = p.proofs.len(),
                     slices = p.slices,
                     busy_ms = p.busy.as_millis() as u64,
                     "Sprint mined"
                 );
-                return Some(p.proofs.clone());
             }
-            return p.done.then(|| p.proofs.clone());
+            return Some(crate::agent::MinedNonces { scored: p.nonces, proofs: p.proofs.clone() });
         }
         let (work, progress) = SprintSlices::new(
             Arc::clone(&job.model),

@@ -325,6 +325,7 @@ fn task_json(core: &mut NodeCore, id: &[u8; 32]) -> Result<Value, ApiError> {
             "ended_at": end.map(|(h, _)| h),
             "model": t.model,
             "executor": t.executor,
+            "intermediary": t.intermediary,
             "requested_at": t.requested,
             "escrow": t.escrow.to_string(),
             "cost": finished.map(|f| f.cost.to_string()),

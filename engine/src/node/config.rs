@@ -71,6 +71,10 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// Peers to dial.
     pub peers: Vec<SocketAddr>,
+    /// The peer address other hosts should dial (signed and gossiped);
+    /// `listen` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announce: Option<SocketAddr>,
     /// HTTP API listen address.
     pub api: SocketAddr,
     /// API keys.
@@ -209,14 +213,41 @@ pub const LOCALNET_USER_FUNDS: Amount = 1_000_000_000_000;
 /// in slices on its model server's idle capacity.
 pub const LOCALNET_NONCES: u64 = 256;
 
+/// Which hosts of a local network dial which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// Every pair of hosts is connected.
+    Mesh,
+    /// Host `i` dials host `i + 1` (the last dials the first): two
+    /// connections a host, and everything else travels by relay (gossip) or
+    /// over connections dialed when needed, from the hosts' signed addresses.
+    Ring,
+}
+
+impl Topology {
+    /// The hosts host `i` of `n` dials.
+    pub fn dials(self, i: usize, n: usize) -> Vec<usize> {
+        match self {
+            // Each host dials the ones before it: every pair is connected once.
+            Topology::Mesh => (0..i).collect(),
+            Topology::Ring if n < 2 => Vec::new(),
+            // Two hosts: one connection, dialed by the first.
+            Topology::Ring if n == 2 => (i == 0).then_some(1).into_iter().collect(),
+            Topology::Ring => vec![(i + 1) % n],
+        }
+    }
+}
+
 /// Writes a local network of `hosts` hosts under `dir`: keys, users, the
 /// genesis and one `node.toml` per host, peers on loopback from `base_port`
-/// (API ports from `base_port + 1000`). Returns the config paths.
+/// (API ports from `base_port + 1000`) connected as `topology` says.
+/// Returns the config paths.
 pub fn write_localnet(
     dir: &Path,
     hosts: usize,
     base_port: u16,
     model: &ModelConfig,
+    topology: Topology,
 ) -> Result<Vec<PathBuf>, ConfigError> {
     let io = |path: &Path| {
         let path = path.to_owned();
@@ -253,8 +284,8 @@ pub fn write_localnet(
             key_file: PathBuf::from("host.key"),
             genesis_file: PathBuf::from("../genesis.bin"),
             listen: peer_addr(i),
-            // Each host dials the ones before it: every pair is connected once.
-            peers: (0..i).map(peer_addr).collect(),
+            peers: topology.dials(i, hosts).into_iter().map(peer_addr).collect(),
+            announce: None,
             api: SocketAddr::from(([127, 0, 0, 1], base_port + 1000 + i as u16)),
             api_keys: vec![ApiKeyConfig {
                 key: format!("sk-local-{i}"),

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use gonka_kernels::encoding::{Hash32, tagged_hash};
 use gonka_kernels::llm::artifact::Artifact;
 
+use super::addresses::{AddressBook, HostAddress};
 use super::inference::{ModelRunner, TaskResult};
 use super::messages::{MAX_SYNC_BLOCKS, NodeMessage};
 use crate::agent::{Agent, Behavior, ModelCache};
@@ -101,6 +102,10 @@ pub struct NodeCore {
     fetch_asked: BTreeMap<Hash32, u64>,
     /// Votes and proposals already passed on.
     relayed: gonka_net::peer::SeenCache,
+    /// Where hosts said they can be reached (this host's own record included).
+    addresses: AddressBook,
+    /// Prompts this host passed on as a task's intermediary, and when.
+    forwarded: BTreeMap<Hash32, u64>,
     halted: Option<String>,
 }
 
@@ -134,6 +139,9 @@ struct Waiter {
 
 /// How often a prompt or an output request is sent again while unanswered.
 const RESEND_MS: u64 = 2_000;
+
+/// How long an intermediary remembers a prompt it passed on.
+const FORWARD_MEMORY_MS: u64 = 60_000;
 
 /// How long an API request waits for its task before giving up.
 const API_WAIT_MS: u64 = 120_000;
@@ -175,6 +183,8 @@ impl NodeCore {
             runner,
             fetch_asked: BTreeMap::new(),
             relayed: gonka_net::peer::SeenCache::new(MAX_RELAYED),
+            addresses: AddressBook::default(),
+            forwarded: BTreeMap::new(),
             halted: None,
         }
     }
@@ -202,6 +212,28 @@ impl NodeCore {
     /// Transactions waiting for a block.
     pub fn mempool_len(&self) -> usize {
         self.mempool.len()
+    }
+
+    /// Signs this host's peer address as of `now_unix_ms`; peers learn it
+    /// from [`NodeCore::on_connected`] and gossip.
+    pub fn announce(&mut self, addr: std::net::SocketAddr, now_unix_ms: u64) {
+        let record = HostAddress::sign(self.agent.key(), addr, now_unix_ms);
+        self.addresses.take([record], |_| true);
+    }
+
+    /// Where host `key` said it can be reached, for a dial when this host must
+    /// send to it without a connection.
+    pub fn address_of(&self, key: &[u8]) -> Option<std::net::SocketAddr> {
+        self.addresses.addr(key)
+    }
+
+    /// A new connection: the peer gets every address record held here.
+    pub fn on_connected(&mut self, peer: &[u8]) -> Vec<Output> {
+        self.addresses
+            .chunks()
+            .into_iter()
+            .map(|c| Output::Send(peer.to_vec(), Arc::new(NodeMessage::Addresses(c))))
+            .collect()
     }
 
     /// Starts deciding the next height; the agent acts on the loaded state.
@@ -280,6 +312,13 @@ impl NodeCore {
                 continue;
             }
             let Some(executor) = self.host_key(task.executor) else { continue };
+            // Through the drawn intermediary, so the executor does not learn
+            // which host the user asked; this host, when drawn, is the
+            // intermediary itself.
+            let prompt_to = match self.host_key(task.intermediary) {
+                Some(relay) if relay != me => relay,
+                _ => executor,
+            };
             let Some(w) = self.waiters.get_mut(&id) else { continue };
             match &task.status {
                 TaskStatus::Requested if executor == me => {
@@ -292,7 +331,7 @@ impl NodeCore {
                     if w.prompt_sent_ms.is_none_or(|at| now_ms > at + RESEND_MS) {
                         w.prompt_sent_ms = Some(now_ms);
                         let msg = NodeMessage::Prompt { task: id, payload: w.payload.clone() };
-                        out.push(Output::Send(executor.to_vec(), Arc::new(msg)));
+                        out.push(Output::Send(prompt_to.to_vec(), Arc::new(msg)));
                     }
                 }
                 TaskStatus::Finished(f) | TaskStatus::Disputed(f, _) => {
@@ -315,6 +354,7 @@ impl NodeCore {
                 let _ = w.reply.send(result);
             }
         }
+        self.forwarded.retain(|_, at| now_ms <= *at + FORWARD_MEMORY_MS);
         self.fetch_for_checks(now_ms, out);
     }
 
@@ -372,13 +412,39 @@ impl NodeCore {
         out.push(Output::Send(peer.to_vec(), Arc::new(msg)));
     }
 
-    /// A task's request for this host to run: kept when the chain says so.
-    fn on_prompt(&mut self, task: Hash32, payload: InferencePayload) {
+    /// A task's request: run when this host is its executor, passed on to
+    /// the executor when this host is its intermediary, dropped otherwise.
+    /// Only while the task waits for its executor, and only a payload that
+    /// hashes to the task's prompt commitment.
+    fn on_prompt(&mut self, task: Hash32, payload: InferencePayload, now_ms: u64, out: &mut Vec<Output>) {
         let me = self.chain.registry().id_of(&self.agent.key().public_key());
         let Some(t) = self.chain.task(&task) else { return };
-        if Some(t.executor) == me && matches!(t.status, crate::tasks::TaskStatus::Requested) {
+        if me.is_none() || !matches!(t.status, crate::tasks::TaskStatus::Requested) {
+            return;
+        }
+        if Some(t.executor) == me {
             let t = t.clone();
             self.runner.deliver_prompt(&t, payload);
+        } else if Some(t.intermediary) == me && payload.commitment() == t.prompt {
+            // At most once per resend period: the asking host resends, and so
+            // may an attacker; this host's forwards stay bounded either way.
+            if self.forwarded.get(&task).is_some_and(|&at| now_ms <= at + RESEND_MS / 2) {
+                return;
+            }
+            let Some(executor) = self.host_key(t.executor) else { return };
+            self.forwarded.insert(task, now_ms);
+            tracing::info!(task = %hex::encode(task), executor = t.executor, "prompt passed on as the task's intermediary");
+            out.push(Output::Send(executor.to_vec(), Arc::new(NodeMessage::Prompt { task, payload })));
+        }
+    }
+
+    /// Address records from a peer: those new here go on to the other peers.
+    fn on_addresses(&mut self, peer: &[u8], records: Vec<HostAddress>, out: &mut Vec<Output>) {
+        let me = self.agent.key().public_key();
+        let registry = self.chain.registry();
+        let kept = self.addresses.take(records, |k| *k != me && registry.id_of(k).is_some());
+        if !kept.is_empty() {
+            out.push(Output::Relay(peer.to_vec(), Arc::new(NodeMessage::Addresses(kept))));
         }
     }
 
@@ -452,7 +518,7 @@ impl NodeCore {
             }
             NodeMessage::Status { next_height } => {
                 self.peer_heights.insert(peer.to_vec(), next_height);
-                self.maybe_sync(now_ms, &mut out);
+                self.maybe_sync(now_ms, false, &mut out);
             }
             NodeMessage::GetBlocks { from, count } => {
                 let mut blocks = Vec::new();
@@ -473,13 +539,15 @@ impl NodeCore {
             NodeMessage::TaskOutput { task, payload, output, artifact } => {
                 self.on_task_output(task, payload, output, artifact)
             }
-            NodeMessage::Prompt { task, payload } => self.on_prompt(task, payload),
+            NodeMessage::Prompt { task, payload } => self.on_prompt(task, payload, now_ms, &mut out),
+            NodeMessage::Addresses(records) => self.on_addresses(peer, records, &mut out),
         }
         out
     }
 
-    /// Asks the most advanced peer for the blocks we miss, one request at a time.
-    fn maybe_sync(&mut self, now_ms: u64, out: &mut Vec<Output>) {
+    /// Asks the most advanced peer for the blocks we miss, one request at a
+    /// time. `stuck`: this host's consensus did not move since the last tick.
+    fn maybe_sync(&mut self, now_ms: u64, stuck: bool, out: &mut Vec<Output>) {
         let next = self.chain.next_height();
         if let Some((_, from, at)) = &self.syncing
             && *from == next
@@ -492,8 +560,12 @@ impl NodeCore {
             self.syncing = None;
             return;
         };
-        // One height behind is normal during a round; ask when a block is surely final.
-        if their <= next + 1 && self.consensus.height() == Some(next) && self.syncing.is_none() {
+        // One height behind is normal during a round; ask when a block is
+        // surely final, or when this host's round stands still: the
+        // precommits that decided the height may never reach it (the peers
+        // ahead have moved on and no longer send them), and the peers ahead
+        // may need this host's votes for the next height.
+        if their <= next + 1 && self.consensus.height() == Some(next) && self.syncing.is_none() && !stuck {
             return;
         }
         let count = u32::try_from(their - next).unwrap_or(u32::MAX).min(MAX_SYNC_BLOCKS);
@@ -534,7 +606,7 @@ impl NodeCore {
                 return;
             }
         }
-        self.maybe_sync(now_ms, out);
+        self.maybe_sync(now_ms, false, out);
     }
 
     /// A scheduled timeout fired.
@@ -557,7 +629,8 @@ impl NodeCore {
         let next_height = self.chain.next_height();
         out.push(Output::Broadcast(Arc::new(NodeMessage::Status { next_height })));
         let progress = (self.consensus.height(), self.consensus.round(), self.consensus.step());
-        if self.progress.replace(progress) == Some(progress) {
+        let stuck = self.progress.replace(progress) == Some(progress);
+        if stuck {
             for m in self.consensus.rebroadcast() {
                 match m {
                     Message::Proposal(p) => {
@@ -576,7 +649,7 @@ impl NodeCore {
                 out.push(Output::Broadcast(Arc::new(NodeMessage::Tx(Box::new(tx)))));
             }
         }
-        self.maybe_sync(now_ms, &mut out);
+        self.maybe_sync(now_ms, stuck, &mut out);
         self.serve_waiters(now_ms, &mut out);
         out
     }

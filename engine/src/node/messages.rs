@@ -5,6 +5,7 @@
 use gonka_kernels::encoding::Hash32;
 use rkyv::{Archive, Deserialize, Serialize};
 
+use super::addresses::{HostAddress, MAX_ADDRESSES};
 use crate::chain::types::{Block, FinalBlock, MAX_BLOCK_BYTES, MAX_TRANSACTION_BYTES, SignedTransaction};
 use crate::consensus::{Message, Proposal, Vote};
 use crate::crypto::wire::{WireError, WireMessage, bound, decode, encode};
@@ -62,13 +63,16 @@ pub enum NodeMessage {
         /// The executor's records, encoded (their hash is the artifact commitment).
         artifact: Vec<u8>,
     },
-    /// A task's request, from the host its user asked to the task's executor.
+    /// A task's request, from the host its user asked to the task's
+    /// intermediary, and from the intermediary to the executor.
     Prompt {
         /// The task.
         task: Hash32,
         /// The request (its hash is the task's prompt commitment).
         payload: InferencePayload,
     },
+    /// Hosts' signed peer addresses (gossip; at most [`MAX_ADDRESSES`]).
+    Addresses(Vec<HostAddress>),
 }
 
 /// The net message kinds, one per variant.
@@ -91,6 +95,8 @@ pub mod kind {
     pub const TASK_OUTPUT: u8 = 8;
     /// [`NodeMessage::Prompt`].
     pub const PROMPT: u8 = 9;
+    /// [`super::NodeMessage::Addresses`].
+    pub const ADDRESSES: u8 = 10;
 }
 
 impl NodeMessage {
@@ -106,6 +112,7 @@ impl NodeMessage {
             NodeMessage::GetTaskOutput { .. } => kind::GET_TASK_OUTPUT,
             NodeMessage::TaskOutput { .. } => kind::TASK_OUTPUT,
             NodeMessage::Prompt { .. } => kind::PROMPT,
+            NodeMessage::Addresses(_) => kind::ADDRESSES,
         }
     }
 
@@ -125,6 +132,7 @@ pub fn max_bytes(kind: u8) -> usize {
         kind::STATUS | kind::GET_BLOCKS | kind::GET_TASK_OUTPUT => 512,
         kind::TASK_OUTPUT => MAX_TASK_OUTPUT_BYTES,
         kind::PROMPT => MAX_PROMPT_TOKENS * 4 + 256,
+        kind::ADDRESSES => MAX_ADDRESSES * std::mem::size_of::<super::addresses::ArchivedHostAddress>() + 256,
         _ => MAX_SYNC_BYTES,
     }
 }
@@ -160,6 +168,7 @@ impl WireMessage for NodeMessage {
                 )
             }
             NodeMessage::Prompt { payload, .. } => payload.check_bounds(),
+            NodeMessage::Addresses(records) => bound(Self::KIND, "addresses", records.len(), MAX_ADDRESSES),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! messages hosts exchange ([`messages`]), and the runtime that ties them to
 //! the network, a clock, the chain store and the HTTP API.
 
+pub mod addresses;
 pub mod api;
 pub mod config;
 pub mod core;

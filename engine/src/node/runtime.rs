@@ -13,7 +13,7 @@ use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gonka_net::peer::{Identity, KindLimit, NetConfig, NetEvent, NetHandle, Network, PeerId};
+use gonka_net::peer::{Identity, KindLimit, NetConfig, NetError, NetEvent, NetHandle, Network, PeerId};
 
 use super::config::{NodeConfig, read_genesis};
 use super::core::{CommitInfo, NodeCore, Output};
@@ -94,6 +94,8 @@ pub struct ApiRequest {
 pub enum CoreInput {
     /// A decoded message from a peer.
     Message(Vec<u8>, Box<NodeMessage>),
+    /// A peer connected.
+    Connected(Vec<u8>),
     /// A transaction from this host's API.
     Submit(Box<SignedTransaction>),
     /// An inference request from this host's API, and where its completion goes.
@@ -108,6 +110,7 @@ impl std::fmt::Debug for CoreInput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CoreInput::Message(_, m) => write!(f, "Message(kind {})", m.kind()),
+            CoreInput::Connected(_) => f.write_str("Connected"),
             CoreInput::Submit(tx) => write!(f, "Submit({})", tx.body.kind()),
             CoreInput::Request(r) => write!(f, "Request({})", hex::encode(r.task)),
             CoreInput::Query(_) => f.write_str("Query"),
@@ -136,6 +139,7 @@ pub fn kind_limits() -> Vec<KindLimit> {
         limit(kind::GET_TASK_OUTPUT, "get task output", 200, 1_000),
         limit(kind::TASK_OUTPUT, "task output", 200, 1_000),
         limit(kind::PROMPT, "prompt", 200, 1_000),
+        limit(kind::ADDRESSES, "addresses", 20, 200),
     ]
 }
 
@@ -176,7 +180,7 @@ impl Node {
             })? as u32;
         let server = Arc::new(Server::start(Arc::new(served), ServerConfig::default()));
         let runner = Arc::new(ModelRunner::new(Arc::clone(&server)));
-        let core = NodeCore::new(
+        let mut core = NodeCore::new(
             chain,
             store,
             key.duplicate(),
@@ -200,6 +204,16 @@ impl Node {
         let identity = Arc::new(BlsIdentity { key, cache });
         let (net, events) =
             Network::start(net_config, identity).await.map_err(|e| NodeError::Net(e.to_string()))?;
+        // The address peers can dial: `announce`, or the bound listen address.
+        let announced = config.announce.unwrap_or_else(|| net.local_addr());
+        if announced.ip().is_unspecified() {
+            tracing::warn!(%announced, "no address to announce (set `announce` in node.toml): hosts without a connection to this one cannot reach it");
+        } else {
+            let now_unix_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            core.announce(announced, now_unix_ms);
+        }
         let (inputs, inputs_rx) = flume::bounded::<CoreInput>(CORE_QUEUE);
         let core_net = net.clone();
         let core = std::thread::Builder::new()
@@ -272,7 +286,12 @@ async fn forward_events(events: flume::Receiver<NetEvent>, inputs: flume::Sender
                     net.ban(&peer, &format!("undecodable message: {e}"));
                 }
             },
-            NetEvent::Connected { peer, addr, .. } => tracing::info!(%peer, %addr, "peer connected"),
+            NetEvent::Connected { peer, addr, .. } => {
+                tracing::info!(%peer, %addr, "peer connected");
+                if inputs.send_async(CoreInput::Connected(peer.as_bytes().to_vec())).await.is_err() {
+                    return;
+                }
+            }
             NetEvent::Disconnected { peer, reason } => tracing::info!(%peer, reason, "peer disconnected"),
             other => tracing::warn!("{other:?}"),
         }
@@ -303,8 +322,15 @@ fn core_loop(
                     }
                 }
                 Output::Send(peer, m) => {
-                    if let Err(e) = net.send(&PeerId::from(peer), m.kind(), m.encode()) {
+                    if let Err(e) = net.send(&PeerId::from(peer.clone()), m.kind(), m.encode()) {
                         tracing::debug!("send: {e}");
+                        // Not connected: dial the address it announced. The
+                        // core sends again later (prompts and fetches resend).
+                        if let (NetError::NotConnected { .. }, Some(addr)) = (&e, core.address_of(&peer))
+                            && let Ok(true) = net.dial(addr)
+                        {
+                            tracing::info!(%addr, "dialing a host to reach it");
+                        }
                     }
                 }
                 Output::Relay(from, m) => {
@@ -329,6 +355,7 @@ fn core_loop(
         let wait = Duration::from_millis(deadline.saturating_sub(now()));
         match inputs.recv_timeout(wait) {
             Ok(CoreInput::Message(peer, msg)) => outputs = core.on_message(&peer, *msg, now()),
+            Ok(CoreInput::Connected(peer)) => outputs = core.on_connected(&peer),
             Ok(CoreInput::Submit(tx)) => outputs = core.submit(*tx),
             Ok(CoreInput::Request(r)) => {
                 let ApiRequest { tx, task, payload, reply } = *r;

@@ -5,6 +5,7 @@ use gonka_engine::chain::types::{SignedTransaction, Transaction};
 use gonka_engine::consensus::{Vote, VoteKind};
 use gonka_engine::crypto::HostKey;
 use gonka_engine::inference::payload::InferencePayload;
+use gonka_engine::node::addresses::{HostAddress, MAX_ADDRESSES};
 use gonka_engine::node::messages::{NodeMessage, decode_message, kind, max_bytes};
 use gonka_engine::sim::producer::Producer;
 
@@ -34,6 +35,13 @@ fn samples() -> Vec<(&'static str, NodeMessage)> {
             },
         ),
         ("prompt", NodeMessage::Prompt { task: [4; 32], payload: payload() }),
+        (
+            "addresses",
+            NodeMessage::Addresses(vec![
+                HostAddress::sign(&key, "127.0.0.1:27600".parse().expect("address"), 1),
+                HostAddress::sign(&key, "[2001:db8::1]:9000".parse().expect("address"), 2),
+            ]),
+        ),
     ]
 }
 
@@ -60,6 +68,11 @@ fn out_of_bound_payloads_are_refused_by_the_decoder() {
         artifact: vec![0; 1 << 22],
     };
     assert!(decode_message(kind::TASK_OUTPUT, &msg.encode()).is_err(), "4 MiB of artifact decoded");
+    let record = HostAddress::sign(&HostKey::from_ikm(&[8; 32]), "127.0.0.1:1".parse().expect("address"), 1);
+    let full = NodeMessage::Addresses(vec![record; MAX_ADDRESSES]);
+    assert_eq!(decode_message(kind::ADDRESSES, &full.encode()).expect("a full message decodes"), full);
+    let over = NodeMessage::Addresses(vec![record; MAX_ADDRESSES + 1]);
+    assert!(decode_message(kind::ADDRESSES, &over.encode()).is_err(), "too many addresses decoded");
 }
 
 #[test]

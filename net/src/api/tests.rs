@@ -4,7 +4,7 @@
 //! a real socket and a minimal HTTP/1.1 client.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, Request, StatusCode, header};
 use futures_util::future::{self, BoxFuture};
 use futures_util::stream::{self, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
@@ -604,101 +604,4 @@ async fn api_loopback_declared_oversize_is_413() {
     assert_eq!(reply["error"]["code"], "request_too_large");
     stop.send(()).expect("server still running");
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
-}
-
-/// A keep-alive HTTP/1.1 client for answers with `Content-Length`.
-struct KeepAlive {
-    socket: BufReader<TcpStream>,
-    request: Vec<u8>,
-}
-
-impl KeepAlive {
-    async fn post_loop(addr: std::net::SocketAddr, body: &str) -> Self {
-        let socket = BufReader::new(TcpStream::connect(addr).await.expect("connect"));
-        let request = format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {RICH}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .into_bytes();
-        KeepAlive { socket, request }
-    }
-
-    /// Sends the request once and reads the answer; returns the status code.
-    async fn round_trip(&mut self) -> u16 {
-        self.socket.get_mut().write_all(&self.request).await.expect("write");
-        let mut line = String::new();
-        self.socket.read_line(&mut line).await.expect("status line");
-        let code = line.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("status code");
-        let mut length = 0;
-        loop {
-            line.clear();
-            self.socket.read_line(&mut line).await.expect("header line");
-            if line == "\r\n" {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                length = value.trim().parse().expect("content length");
-            }
-        }
-        let mut body = vec![0; length];
-        self.socket.read_exact(&mut body).await.expect("body");
-        code
-    }
-}
-
-/// Prints the router's throughput (not a timed assertion): in process through
-/// `oneshot`, and over loopback with keep-alive connections. Run with
-/// `cargo test -p gonka-net --release api_throughput -- --ignored --nocapture`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "prints a throughput figure; run by hand"]
-async fn api_throughput_report() {
-    const REQUESTS: usize = 40_000;
-    const CLIENTS: usize = 8;
-    let (app, _) = app();
-    let body = chat_body("one two three four", json!({ "max_tokens": 8 }));
-
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let (app, body) = (app.clone(), body.clone());
-            tokio::spawn(async move {
-                for _ in 0..REQUESTS / CLIENTS {
-                    let (status, _, _) =
-                        send(&app, post("/v1/chat/completions", Some(RICH), body.clone())).await;
-                    assert_eq!(status, StatusCode::OK);
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.expect("client task");
-    }
-    let in_process = REQUESTS as f64 / started.elapsed().as_secs_f64();
-
-    let (addr, stop, server) = start_server(app).await;
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let body = body.clone();
-            tokio::spawn(async move {
-                let mut client = KeepAlive::post_loop(addr, &body).await;
-                for _ in 0..REQUESTS / CLIENTS {
-                    assert_eq!(client.round_trip().await, 200);
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.expect("client task");
-    }
-    let loopback = REQUESTS as f64 / started.elapsed().as_secs_f64();
-    stop.send(()).expect("server still running");
-    let _ = server.await;
-    println!(
-        "api router: {in_process:.0} non-streaming chat requests/s in process (oneshot), \
-         {loopback:.0} requests/s over loopback HTTP/1.1 keep-alive ({CLIENTS} clients, client on the same 2 cores)"
-    );
 }

@@ -45,6 +45,10 @@ pub(crate) struct Shared {
     pub(crate) peer_left: Notify,
     handshakes: Arc<Semaphore>,
     tasks: Arc<TaskCount>,
+    /// Addresses with a one-shot dial ([`NetHandle::dial`]) in progress or connected.
+    dialing: Mutex<std::collections::HashSet<SocketAddr>>,
+    /// The runtime the network started on: tasks spawn there, whichever thread asks.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Shared {
@@ -61,7 +65,7 @@ impl Shared {
     /// Spawns a task that [`NetHandle::shutdown`] waits for.
     pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> JoinHandle<()> {
         let guard = TaskGuard::new(&self.tasks);
-        tokio::spawn(async move {
+        self.runtime.spawn(async move {
             let _guard = guard;
             task.await;
         })
@@ -229,6 +233,8 @@ async fn start_network(
         peer_left: Notify::new(),
         handshakes: Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES)),
         tasks: Arc::default(),
+        dialing: Mutex::default(),
+        runtime: tokio::runtime::Handle::current(),
         config,
     });
     info!(peer = %shared.local_id, %local_addr, "network listening");
@@ -367,6 +373,26 @@ async fn dial_loop(shared: Arc<Shared>, addr: SocketAddr) {
     }
 }
 
+/// Dials `addr` once and runs the connection until it closes; no redial.
+/// `addr` leaves [`Shared::dialing`] when it ends, so a later call dials again.
+async fn dial_once(shared: Arc<Shared>, addr: SocketAddr) {
+    let shutdown = shared.shutdown_signal();
+    let dialed = tokio::select! {
+        () = shutdown => None,
+        dialed = tokio::time::timeout(shared.config.handshake_timeout, TcpStream::connect(addr)) => Some(dialed),
+    };
+    match dialed {
+        Some(Ok(Ok(stream))) => {
+            let (peer, established) = connection(shared.clone(), stream, addr, Role::Dialer, None).await;
+            debug!(%addr, ?peer, established, "one-shot connection ended");
+        }
+        Some(Ok(Err(error))) => debug!(%addr, %error, "dial failed"),
+        Some(Err(_)) => debug!(%addr, "dial timed out"),
+        None => {}
+    }
+    shared.dialing.lock().unwrap_or_else(PoisonError::into_inner).remove(&addr);
+}
+
 /// A random duration up to `max`, so that dialers that failed together do
 /// not retry in lockstep. Zero if the system has no randomness to give.
 fn jitter(max: Duration) -> Duration {
@@ -478,6 +504,26 @@ impl NetHandle {
             }
         }
         Ok(sent)
+    }
+
+    /// Dials `addr` once, in the background, unless a dial of it made here
+    /// is still in progress or connected; the connection is not redialed when
+    /// it ends. For a peer the engine must reach and has an address for (the
+    /// addresses of [`NetConfig::dial`] are kept connected anyway). Returns
+    /// whether a dial started. Its outcome shows as a `Connected` event, or
+    /// in the logs only.
+    pub fn dial(&self, addr: SocketAddr) -> Result<bool, NetError> {
+        if self.shared.is_shutting_down() {
+            return Err(NetError::Shutdown);
+        }
+        if addr == self.shared.local_addr || self.shared.ip_ban(addr.ip()).is_some() {
+            return Ok(false);
+        }
+        if !self.shared.dialing.lock().unwrap_or_else(PoisonError::into_inner).insert(addr) {
+            return Ok(false);
+        }
+        self.shared.spawn(dial_once(self.shared.clone(), addr));
+        Ok(true)
     }
 
     /// The connected peers, sorted by id.

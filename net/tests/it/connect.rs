@@ -103,6 +103,39 @@ async fn dialer_redials_until_listener_appears() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_shot_dial_connects_once_and_is_not_redialed() {
+    let a = node(config(), 1).await;
+    let b = node(config(), 2).await;
+    assert!(b.net.peers().is_empty());
+    // From a thread outside the runtime, as the engine's core calls it.
+    let (net, addr) = (b.net.clone(), a.addr());
+    let started =
+        std::thread::spawn(move || (net.dial(addr), net.dial(addr))).join().expect("dialing thread");
+    assert!(matches!(started, (Ok(true), Ok(false))), "one dial, the second call a no-op: {started:?}");
+    connected(&b, &a.id).await;
+    connected(&a, &b.id).await;
+    b.net.send(&a.id, KIND_TX, b"over the dialed link".to_vec()).expect("queued");
+    assert_eq!(message(&a, &b.id, KIND_TX).await, b"over the dialed link");
+    assert!(matches!(b.net.dial(b.addr()), Ok(false)), "never dials itself");
+
+    // Closed from the far side: not redialed, and a new call dials again.
+    assert!(a.net.disconnect(&b.id, "test"));
+    wait_for(&b, "Disconnected", |e| matches!(e, NetEvent::Disconnected { .. }).then_some(())).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(b.net.peers().is_empty(), "a one-shot dial does not redial");
+    let mut again = Ok(false);
+    for _ in 0..50 {
+        again = b.net.dial(a.addr());
+        if matches!(again, Ok(true)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(matches!(again, Ok(true)), "the ended dial made room for a new one: {again:?}");
+    connected(&b, &a.id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simultaneous_dials_settle_on_one_connection() {
     let probe_a = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let probe_b = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
