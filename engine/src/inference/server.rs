@@ -108,6 +108,9 @@ pub enum ServerError {
     /// An empty prompt or a token outside the vocabulary.
     #[error("bad prompt: {0}")]
     BadPrompt(String),
+    /// An admitted request failed while it ran.
+    #[error("generation failed: {0}")]
+    Failed(String),
 }
 
 /// Work for the idle capacity of the server thread: the Sprint miner.
@@ -231,7 +234,7 @@ impl Server {
             match event {
                 Event::Token { .. } => {}
                 Event::Done(g) => return Ok(*g),
-                Event::Failed(e) => return Err(ServerError::BadPrompt(e)),
+                Event::Failed(e) => return Err(ServerError::Failed(e)),
             }
         }
         Err(ServerError::Stopped)

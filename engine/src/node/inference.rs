@@ -64,21 +64,26 @@ impl TaskResult {
 #[derive(Debug)]
 struct Kept<V> {
     map: BTreeMap<Hash32, (u64, V)>,
+    /// Keys by insertion number, oldest first.
+    order: BTreeMap<u64, Hash32>,
     next: u64,
 }
 
 impl<V> Default for Kept<V> {
     fn default() -> Self {
-        Self { map: BTreeMap::new(), next: 0 }
+        Self { map: BTreeMap::new(), order: BTreeMap::new(), next: 0 }
     }
 }
 
 impl<V> Kept<V> {
     fn insert(&mut self, k: Hash32, v: V) {
         self.next += 1;
-        self.map.insert(k, (self.next, v));
+        if let Some((old, _)) = self.map.insert(k, (self.next, v)) {
+            self.order.remove(&old);
+        }
+        self.order.insert(self.next, k);
         if self.map.len() > MAX_KEPT
-            && let Some(oldest) = self.map.iter().min_by_key(|(_, (n, _))| *n).map(|(k, _)| *k)
+            && let Some((_, oldest)) = self.order.pop_first()
         {
             self.map.remove(&oldest);
         }
@@ -89,7 +94,9 @@ impl<V> Kept<V> {
     }
 
     fn remove(&mut self, k: &Hash32) -> Option<V> {
-        self.map.remove(k).map(|(_, v)| v)
+        let (n, v) = self.map.remove(k)?;
+        self.order.remove(&n);
+        Some(v)
     }
 }
 
@@ -117,12 +124,38 @@ pub struct ModelRunner {
     server: Arc<Server>,
     thresholds: Thresholds,
     state: Mutex<State>,
+    /// Where this host's completions outlive a restart.
+    local: Option<super::local::LocalStore>,
 }
 
 impl ModelRunner {
-    /// A runner on `server`.
+    /// A runner on `server` that keeps its completions in memory only.
     pub fn new(server: Arc<Server>) -> Self {
-        Self { server, thresholds: Thresholds::default(), state: Mutex::default() }
+        Self { server, thresholds: Thresholds::default(), state: Mutex::default(), local: None }
+    }
+
+    /// The same runner keeping its completions in `local` too, so that a
+    /// restarted executor still hands them to the asking host and checkers.
+    pub fn with_local_store(self, local: super::local::LocalStore) -> Self {
+        Self { local: Some(local), ..self }
+    }
+
+    /// This host's completion of `task`: from memory, else from the local
+    /// store (and then kept in memory).
+    fn done(&self, s: &mut State, task: &Hash32) -> Option<Arc<TaskResult>> {
+        if let Some(r) = s.done.get(task) {
+            return Some(Arc::clone(r));
+        }
+        let stored = match self.local.as_ref()?.completion(task) {
+            Ok(r) => r?,
+            Err(e) => {
+                tracing::warn!(task = %hex::encode(task), "local store: {e}");
+                return None;
+            }
+        };
+        let r = Arc::new(stored);
+        s.done.insert(*task, Arc::clone(&r));
+        Some(r)
     }
 
     /// The model server.
@@ -146,7 +179,8 @@ impl ModelRunner {
 
     /// This host's completion of `task`, to answer a peer.
     pub fn completion(&self, task: &Hash32) -> Option<Arc<TaskResult>> {
-        self.state().done.get(task).cloned()
+        let mut s = self.state();
+        self.done(&mut s, task)
     }
 
     /// Results this runner wants fetched: (task, executor index).
@@ -187,6 +221,14 @@ impl ModelRunner {
         match finished {
             Ok(g) => {
                 let result = Arc::new(TaskResult { payload, output: g.output, artifact: g.artifact });
+                // Stored before the finish goes on chain: what the chain
+                // commits to, this host can hand out after a restart.
+                if let Some(local) = &self.local
+                    && let Err(e) = local.put_completion(&task.id, &result)
+                {
+                    tracing::error!(task = %hex::encode(task.id), "cannot store the completion: {e}");
+                    return None;
+                }
                 s.done.insert(task.id, Arc::clone(&result));
                 Some(output_of(&result))
             }
@@ -205,8 +247,8 @@ fn output_of(r: &TaskResult) -> TaskOutput {
 impl TaskRunner for ModelRunner {
     fn run(&self, task: &Task, _cheat: Option<TaskCheat>) -> Option<TaskOutput> {
         let mut s = self.state();
-        if let Some(r) = s.done.get(&task.id) {
-            return Some(output_of(r));
+        if let Some(r) = self.done(&mut s, &task.id) {
+            return Some(output_of(&r));
         }
         if s.running.contains_key(&task.id) {
             return self.poll_run(&mut s, task);
@@ -284,5 +326,29 @@ impl TaskRunner for ModelRunner {
             return Some(false);
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_forgets_the_oldest_past_its_bound() {
+        let mut k = Kept::default();
+        let key = |n: usize| -> Hash32 { std::array::from_fn(|i| (n >> (8 * (i % 8))) as u8) };
+        for n in 0..MAX_KEPT + 10 {
+            k.insert(key(n), n);
+        }
+        // Inserting a key again makes it the newest.
+        k.insert(key(10), 10);
+        k.insert(key(MAX_KEPT + 10), 0);
+        assert_eq!(k.map.len(), MAX_KEPT);
+        assert_eq!(k.order.len(), MAX_KEPT);
+        assert!((0..10).all(|n| k.get(&key(n)).is_none()), "the ten oldest went");
+        assert_eq!(k.get(&key(10)), Some(&10), "renewed, so kept");
+        assert!(k.get(&key(11)).is_none(), "the oldest after the renewal went");
+        assert_eq!(k.remove(&key(12)), Some(12));
+        assert_eq!(k.order.len(), MAX_KEPT - 1);
     }
 }

@@ -7,5 +7,6 @@ pub mod api;
 pub mod config;
 pub mod core;
 pub mod inference;
+pub mod local;
 pub mod messages;
 pub mod runtime;

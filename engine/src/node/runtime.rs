@@ -54,6 +54,9 @@ pub enum NodeError {
     /// The model cannot be served.
     #[error("model: {0}")]
     Model(String),
+    /// The host's local store (its completions).
+    #[error("local store: {0}")]
+    Local(#[from] gonka_storage::StoreError),
 }
 
 /// The host's BLS identity for the peer handshake.
@@ -179,7 +182,8 @@ impl Node {
                 NodeError::Model(format!("model {} is not in the chain's model list", served.name))
             })? as u32;
         let server = Arc::new(Server::start(Arc::new(served), ServerConfig::default()));
-        let runner = Arc::new(ModelRunner::new(Arc::clone(&server)));
+        let local = super::local::LocalStore::open(&config.data_dir.join("local"))?;
+        let runner = Arc::new(ModelRunner::new(Arc::clone(&server)).with_local_store(local));
         let mut core = NodeCore::new(
             chain,
             store,

@@ -65,14 +65,23 @@ fn gumbel(word: u32) -> f64 {
 #[derive(Debug, Default)]
 pub struct SamplerScratch {
     order: Vec<u32>,
+    /// For each candidate [`ranked`] keeps, the mass up to and including it.
+    masses: Vec<f64>,
     words: Vec<u32>,
 }
 
-/// The candidates of a position, most probable first, and for each the mass
-/// of the prefix ending with it; `None` masses when `top_p ≥ 1` (every token
-/// is a candidate, in id order).
-fn ranked<'s>(logits: &[f32], p: &SamplingParams, mass_wanted: f64, order: &'s mut Vec<u32>) -> &'s [u32] {
+/// The candidates of a position, most probable first, with the mass of the
+/// prefix ending with each in `masses`; every token, in id order and with no
+/// masses, when `mass_wanted ≥ 1`.
+fn ranked<'s>(
+    logits: &[f32],
+    p: &SamplingParams,
+    mass_wanted: f64,
+    order: &'s mut Vec<u32>,
+    masses: &mut Vec<f64>,
+) -> &'s [u32] {
     order.clear();
+    masses.clear();
     order.extend(0..logits.len() as u32);
     if mass_wanted >= 1.0 {
         return order;
@@ -93,6 +102,7 @@ fn ranked<'s>(logits: &[f32], p: &SamplingParams, mass_wanted: f64, order: &'s m
     for &i in order.iter() {
         keep += 1;
         mass += ((logits[i as usize] as f64 - max) / t).exp() / z;
+        masses.push(mass);
         if mass >= mass_wanted {
             break;
         }
@@ -108,7 +118,7 @@ fn scores(
     mass: f64,
     s: &mut SamplerScratch,
 ) -> Vec<(u32, f64)> {
-    let candidates = ranked(logits, p, mass, &mut s.order);
+    let candidates = ranked(logits, p, mass, &mut s.order, &mut s.masses);
     let key = noise_key(p.seed, position);
     s.words.resize(logits.len(), 0);
     if candidates.len() * 4 >= logits.len() {
@@ -188,12 +198,20 @@ pub fn token_gap(
     if slack <= 0.0 || top_p >= 1.0 {
         return best(&loose).1 - mine;
     }
-    let mut strict = vec![false; logits.len()];
-    for &i in ranked(logits, p, (top_p - slack).max(f64::MIN_POSITIVE), &mut s.order) {
-        strict[i as usize] = true;
-    }
-    let best_strict =
-        loose.iter().filter(|c| strict[c.0 as usize]).fold(f64::NEG_INFINITY, |b, c| b.max(c.1));
+    // The strict nucleus is a prefix of the loose one's ranking: the
+    // candidates until the mass reaches `top_p − slack`. Without masses (a
+    // loose nucleus of the whole vocabulary, in id order) it is ranked anew.
+    let strict_mass = (top_p - slack).max(f64::MIN_POSITIVE);
+    let best_strict = if s.masses.len() == loose.len() {
+        let len = s.masses.iter().position(|&m| m >= strict_mass).map_or(loose.len(), |k| k + 1);
+        loose[..len].iter().fold(f64::NEG_INFINITY, |b, c| b.max(c.1))
+    } else {
+        let mut strict = vec![false; logits.len()];
+        for &i in ranked(logits, p, strict_mass, &mut s.order, &mut s.masses) {
+            strict[i as usize] = true;
+        }
+        loose.iter().filter(|c| strict[c.0 as usize]).fold(f64::NEG_INFINITY, |b, c| b.max(c.1))
+    };
     (best_strict - mine).max(0.0)
 }
 
@@ -221,6 +239,37 @@ mod tests {
         assert_ne!(a, c, "another seed drew the same 50 tokens");
         for (pos, &t) in a.iter().enumerate() {
             assert!(check_token(&l, &p, pos as u32, t, 0.0, &mut s));
+        }
+    }
+
+    #[test]
+    fn the_strict_nucleus_is_the_prefix_of_the_loose_ranking() {
+        // token_gap takes the strict nucleus from the loose ranking's masses;
+        // ranking it separately must give the same best score.
+        let mut s = SamplerScratch::default();
+        let mut other = SamplerScratch::default();
+        for seed in 0..6u8 {
+            let l = logits(700, seed);
+            let p = SamplingParams { temperature: 0.7, top_p: 0.9, seed: u64::from(seed) };
+            for pos in 0..20u32 {
+                let slack = 0.02;
+                let loose = scores(&l, &p, pos, p.top_p as f64 + slack, &mut other);
+                let mut strict_ids = Vec::new();
+                ranked(&l, &p, p.top_p as f64 - slack, &mut other.order, &mut other.masses)
+                    .clone_into(&mut strict_ids);
+                let best_strict = loose
+                    .iter()
+                    .filter(|c| strict_ids.contains(&c.0))
+                    .fold(f64::NEG_INFINITY, |b, c| b.max(c.1));
+                for &(token, score) in &loose {
+                    let want = (best_strict - score).max(0.0);
+                    let got = token_gap(&l, &p, pos, token, slack, &mut s);
+                    assert!(
+                        (got - want).abs() < 1e-12,
+                        "seed {seed} position {pos} token {token}: {got} vs {want}"
+                    );
+                }
+            }
         }
     }
 
