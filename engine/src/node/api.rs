@@ -124,6 +124,117 @@ fn pieces(model: &ServedModel, output: &[u32], stop: &[String]) -> (Vec<String>,
     (pieces, false)
 }
 
+/// Provisional output chunks an API request holds before the core drops more.
+const PARTIAL_CHUNKS: usize = 1024;
+
+/// The text of a completion as the executor produces it (`tokens`, relayed
+/// provisional chunks), then what the confirmed output (`done`, checked
+/// against the chain's commitment by the core) adds to it. Streamed tokens
+/// that are not a prefix of the confirmed output end the stream with an
+/// error: nothing unconfirmed is passed off as the answer.
+fn live_stream(
+    model: Arc<ServedModel>,
+    tokens: flume::Receiver<Vec<u32>>,
+    done: flume::Receiver<Result<Completion, String>>,
+) -> impl futures_util::Stream<Item = Result<StreamItem, ApiError>> {
+    struct Live {
+        model: Arc<ServedModel>,
+        tokens: flume::Receiver<Vec<u32>>,
+        done: flume::Receiver<Result<Completion, String>>,
+        deadline: tokio::time::Instant,
+        /// Output tokens streamed, their bytes, and how many bytes went out as text.
+        streamed: Vec<u32>,
+        bytes: Vec<u8>,
+        sent: usize,
+        /// A stop token came: nothing after it is text.
+        stopped: bool,
+        queue: std::collections::VecDeque<Result<StreamItem, ApiError>>,
+        ended: bool,
+    }
+    impl Live {
+        /// The text pieces of more output tokens.
+        fn take(&mut self, tokens: &[u32]) {
+            for &t in tokens {
+                self.streamed.push(t);
+                if self.stopped || self.model.stop_tokens.contains(&t) {
+                    self.stopped = true;
+                    continue;
+                }
+                let piece = self.model.stream_text(&mut self.bytes, &mut self.sent, t);
+                if !piece.is_empty() {
+                    self.queue.push_back(Ok(StreamItem::Delta(piece)));
+                }
+            }
+        }
+
+        fn finish(&mut self, completion: Result<Result<Completion, String>, ApiError>) {
+            self.ended = true;
+            let completion = match completion {
+                Ok(Ok(c)) => c,
+                Ok(Err(message)) => return self.queue.push_back(Err(ApiError::Unavailable { message })),
+                Err(e) => return self.queue.push_back(Err(e)),
+            };
+            let Some(rest) = completion.output.strip_prefix(&self.streamed[..]) else {
+                let message = "the streamed tokens differ from the output the chain confirmed".to_string();
+                return self.queue.push_back(Err(ApiError::Unavailable { message }));
+            };
+            self.take(rest);
+            let usage = Usage {
+                prompt_tokens: completion.prompt_tokens,
+                completion_tokens: completion.output.len() as u32,
+            };
+            let finish_reason =
+                if completion.cancelled || !self.stopped { FinishReason::Length } else { FinishReason::Stop };
+            self.queue.push_back(Ok(StreamItem::Done { finish_reason, usage }));
+        }
+    }
+    let live = Live {
+        model,
+        tokens,
+        done,
+        deadline: tokio::time::Instant::now() + COMPLETION_TIMEOUT,
+        streamed: Vec::new(),
+        bytes: Vec::new(),
+        sent: 0,
+        stopped: false,
+        queue: Default::default(),
+        ended: false,
+    };
+    futures_util::stream::unfold(live, |mut live| async move {
+        loop {
+            if let Some(item) = live.queue.pop_front() {
+                return Some((item, live));
+            }
+            if live.ended {
+                return None;
+            }
+            tokio::select! {
+                chunk = live.tokens.recv_async() => match chunk {
+                    Ok(chunk) => live.take(&chunk),
+                    // The core dropped the request: its answer is on `done`.
+                    Err(_) => {
+                        let done = tokio::time::timeout_at(live.deadline, live.done.recv_async()).await;
+                        let done = done
+                            .map_err(|_| ApiError::Unavailable { message: "no completion in time".into() })
+                            .and_then(|d| d.map_err(|_| ApiError::Unavailable { message: "the node stopped".into() }));
+                        live.finish(done);
+                    }
+                },
+                done = live.done.recv_async() => {
+                    // Chunks sent before the answer come first.
+                    while let Ok(chunk) = live.tokens.try_recv() {
+                        live.take(&chunk);
+                    }
+                    live.finish(done.map_err(|_| ApiError::Unavailable { message: "the node stopped".into() }));
+                }
+                () = tokio::time::sleep_until(live.deadline) => {
+                    live.finish(Err(ApiError::Unavailable { message: "no completion in time".into() }));
+                }
+            }
+        }
+    })
+}
+
 impl ApiBackend for NodeApi {
     fn models(&self) -> Vec<ModelCard> {
         self.models
@@ -200,10 +311,22 @@ impl ApiBackend for NodeApi {
                 InferenceRequest { nonce, model, prompt: payload.commitment(), max_tokens, max_cost };
             let tx = SignedTransaction::sign(&payer, Transaction::InferenceRequest(request));
             let (reply, done) = flume::bounded(1);
-            let request = Box::new(ApiRequest { tx, task, payload, reply });
+            // Without stop sequences the text streams as the executor makes
+            // it; with them it waits for the whole output (a stop sequence
+            // can take back text that looked final).
+            let (partial, tokens) = flume::bounded(PARTIAL_CHUNKS);
+            let live = job.params.stop.is_empty();
+            let request = Box::new(ApiRequest { tx, task, payload, reply, partial: live.then_some(partial) });
             inputs
                 .try_send(CoreInput::Request(request))
                 .map_err(|_| ApiError::Busy { message: "the node's queue is full".into() })?;
+            if live {
+                let model = Arc::clone(server.model());
+                return Ok(CompletionStream {
+                    id: format!("cmpl-{}", hex::encode(task)),
+                    items: live_stream(model, tokens, done).boxed(),
+                });
+            }
             let completion: Completion = tokio::time::timeout(COMPLETION_TIMEOUT, done.recv_async())
                 .await
                 .map_err(|_| ApiError::Unavailable { message: "no completion in time".into() })?
@@ -340,5 +463,85 @@ fn task_json(core: &mut NodeCore, id: &[u8; 32]) -> Result<Value, ApiError> {
     match TASKS.get_owned(&txn, id).map_err(|e| ApiError::Internal { message: e.to_string() })? {
         Some(r) => Ok(describe(&r.task, r.end)),
         None => Err(ApiError::NotFound { message: format!("no task {} on this chain", hex::encode(id)) }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn completion(output: Vec<u32>) -> Completion {
+        Completion {
+            task: [1; 32],
+            tokens: output.len() as u32 + 3,
+            prompt_tokens: 3,
+            output,
+            cancelled: false,
+        }
+    }
+
+    /// Runs a live stream to its end: its text, and its last item.
+    fn collect(
+        chunks: Vec<Vec<u32>>,
+        answer: Result<Completion, String>,
+    ) -> (Arc<ServedModel>, String, Result<StreamItem, ApiError>) {
+        let model = Arc::new(ServedModel::tiny(0, "tiny").expect("tiny model"));
+        let (partial, tokens) = flume::bounded(16);
+        let (reply, done) = flume::bounded(1);
+        for c in chunks {
+            partial.send(c).expect("room");
+        }
+        reply.send(answer).expect("room");
+        drop(partial);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let items: Vec<_> = runtime.block_on(live_stream(Arc::clone(&model), tokens, done).collect());
+        let text: String = items
+            .iter()
+            .filter_map(|i| match i {
+                Ok(StreamItem::Delta(t)) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect();
+        let last = items.into_iter().last().expect("at least one item");
+        (model, text, last)
+    }
+
+    fn text_of(model: &ServedModel, output: &[u32]) -> String {
+        let (mut bytes, mut sent) = (Vec::new(), 0);
+        output.iter().map(|&t| model.stream_text(&mut bytes, &mut sent, t)).collect()
+    }
+
+    #[test]
+    fn streamed_chunks_and_the_confirmed_rest_make_the_whole_text() {
+        let output: Vec<u32> = vec![72, 105, 33, 200, 70, 71];
+        let (model, text, last) =
+            collect(vec![output[..2].to_vec(), output[2..4].to_vec()], Ok(completion(output.clone())));
+        assert_eq!(text, text_of(&model, &output));
+        assert!(
+            matches!(last, Ok(StreamItem::Done { finish_reason: FinishReason::Length, usage }) if usage.completion_tokens == 6),
+            "{last:?}"
+        );
+        // Nothing streamed: all from the confirmed output.
+        let (_, whole, _) = collect(Vec::new(), Ok(completion(output.clone())));
+        assert_eq!(whole, text);
+        // A stop token ends the text and the reason.
+        let stop = model.stop_tokens[0];
+        let (_, cut, last) = collect(vec![vec![72, stop]], Ok(completion(vec![72, stop, 105])));
+        assert_eq!(cut, text_of(&model, &[72]));
+        assert!(matches!(last, Ok(StreamItem::Done { finish_reason: FinishReason::Stop, .. })), "{last:?}");
+    }
+
+    #[test]
+    fn streamed_tokens_the_chain_does_not_confirm_end_in_an_error() {
+        let (_, _, last) = collect(vec![vec![72, 105]], Ok(completion(vec![72, 106, 33])));
+        assert!(
+            matches!(&last, Err(ApiError::Unavailable { message }) if message.contains("differ")),
+            "{last:?}"
+        );
+        let (_, _, last) = collect(Vec::new(), Err("task expired".into()));
+        assert!(
+            matches!(&last, Err(ApiError::Unavailable { message }) if message.contains("expired")),
+            "{last:?}"
+        );
     }
 }

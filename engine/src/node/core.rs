@@ -104,8 +104,9 @@ pub struct NodeCore {
     relayed: gonka_net::peer::SeenCache,
     /// Where hosts said they can be reached (this host's own record included).
     addresses: AddressBook,
-    /// Prompts this host passed on as a task's intermediary, and when.
-    forwarded: BTreeMap<Hash32, u64>,
+    /// Prompts this host passed on as a task's intermediary: when, and the
+    /// host that sent it (partial outputs go back to it).
+    forwarded: BTreeMap<Hash32, (u64, PeerKey)>,
     halted: Option<String>,
 }
 
@@ -135,6 +136,10 @@ struct Waiter {
     asked_ms: Option<u64>,
     /// When the request was sent.
     since_ms: u64,
+    /// Where provisional output tokens go while the task runs.
+    partial: Option<flume::Sender<Vec<u32>>>,
+    /// Output tokens passed to `partial` so far.
+    streamed: u32,
 }
 
 /// How often a prompt or an output request is sent again while unanswered.
@@ -263,11 +268,20 @@ impl NodeCore {
         task: Hash32,
         payload: InferencePayload,
         reply: flume::Sender<Result<Completion, String>>,
+        partial: Option<flume::Sender<Vec<u32>>>,
         now_ms: u64,
     ) -> Vec<Output> {
         let mut out = Vec::new();
-        self.waiters
-            .insert(task, Waiter { reply, payload, prompt_sent_ms: None, asked_ms: None, since_ms: now_ms });
+        let waiter = Waiter {
+            reply,
+            payload,
+            prompt_sent_ms: None,
+            asked_ms: None,
+            since_ms: now_ms,
+            partial,
+            streamed: 0,
+        };
+        self.waiters.insert(task, waiter);
         self.gossip(tx, &mut out);
         out
     }
@@ -292,6 +306,7 @@ impl NodeCore {
     /// on chain, the output back once it is finished.
     fn serve_waiters(&mut self, now_ms: u64, out: &mut Vec<Output>) {
         use crate::tasks::{TaskEnd, TaskStatus};
+        self.stream_partials(out);
         let me = self.agent.key().public_key();
         let mut done = Vec::new();
         let ids: Vec<Hash32> = self.waiters.keys().copied().collect();
@@ -354,7 +369,7 @@ impl NodeCore {
                 let _ = w.reply.send(result);
             }
         }
-        self.forwarded.retain(|_, at| now_ms <= *at + FORWARD_MEMORY_MS);
+        self.forwarded.retain(|_, (at, _)| now_ms <= *at + FORWARD_MEMORY_MS);
         self.fetch_for_checks(now_ms, out);
     }
 
@@ -416,7 +431,14 @@ impl NodeCore {
     /// the executor when this host is its intermediary, dropped otherwise.
     /// Only while the task waits for its executor, and only a payload that
     /// hashes to the task's prompt commitment.
-    fn on_prompt(&mut self, task: Hash32, payload: InferencePayload, now_ms: u64, out: &mut Vec<Output>) {
+    fn on_prompt(
+        &mut self,
+        from: &[u8],
+        task: Hash32,
+        payload: InferencePayload,
+        now_ms: u64,
+        out: &mut Vec<Output>,
+    ) {
         let me = self.chain.registry().id_of(&self.agent.key().public_key());
         let Some(t) = self.chain.task(&task) else { return };
         if me.is_none() || !matches!(t.status, crate::tasks::TaskStatus::Requested) {
@@ -428,13 +450,68 @@ impl NodeCore {
         } else if Some(t.intermediary) == me && payload.commitment() == t.prompt {
             // At most once per resend period: the asking host resends, and so
             // may an attacker; this host's forwards stay bounded either way.
-            if self.forwarded.get(&task).is_some_and(|&at| now_ms <= at + RESEND_MS / 2) {
+            if self.forwarded.get(&task).is_some_and(|(at, _)| now_ms <= at + RESEND_MS / 2) {
                 return;
             }
             let Some(executor) = self.host_key(t.executor) else { return };
-            self.forwarded.insert(task, now_ms);
+            self.forwarded.insert(task, (now_ms, from.to_vec()));
             tracing::info!(task = %hex::encode(task), executor = t.executor, "prompt passed on as the task's intermediary");
             out.push(Output::Send(executor.to_vec(), Arc::new(NodeMessage::Prompt { task, payload })));
+        }
+    }
+
+    /// Provisional output tokens of `task` from `from`: to this host's API
+    /// waiter when it has one and `from` is the task's executor or
+    /// intermediary (in order, or not at all: the final output fills gaps),
+    /// on to the asking host when this host passed the prompt on and `from`
+    /// is the executor.
+    fn on_partial(
+        &mut self,
+        from: &[u8],
+        task: Hash32,
+        offset: u32,
+        tokens: Vec<u32>,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(t) = self.chain.task(&task) else { return };
+        let (executor, intermediary) = (self.host_key(t.executor), self.host_key(t.intermediary));
+        let me = self.agent.key().public_key();
+        let trusted = |k: Option<crate::crypto::PublicKeyBytes>| k.is_some_and(|k| k[..] == *from);
+        if let Some(w) = self.waiters.get_mut(&task) {
+            if (trusted(executor) || trusted(intermediary) || from == me)
+                && offset == w.streamed
+                && let Some(p) = &w.partial
+                && p.try_send(tokens.clone()).is_ok()
+            {
+                if w.streamed == 0 {
+                    tracing::info!(task = %hex::encode(task), "streaming the output as it is made");
+                }
+                w.streamed += tokens.len() as u32;
+            }
+            return;
+        }
+        if trusted(executor)
+            && let Some((_, origin)) = self.forwarded.get(&task)
+        {
+            out.push(Output::Send(origin.clone(), Arc::new(NodeMessage::Partial { task, offset, tokens })));
+        }
+    }
+
+    /// The output tokens this host's runs produced since the last call go
+    /// to each task's intermediary (or to this host's own waiter).
+    fn stream_partials(&mut self, out: &mut Vec<Output>) {
+        let me = self.agent.key().public_key();
+        for (task, offset, tokens) in self.runner.take_partials() {
+            let Some(t) = self.chain.task(&task) else { continue };
+            match self.host_key(t.intermediary) {
+                Some(relay) if relay != me && !self.waiters.contains_key(&task) => {
+                    out.push(Output::Send(
+                        relay.to_vec(),
+                        Arc::new(NodeMessage::Partial { task, offset, tokens }),
+                    ));
+                }
+                _ => self.on_partial(&me, task, offset, tokens, out),
+            }
         }
     }
 
@@ -539,7 +616,10 @@ impl NodeCore {
             NodeMessage::TaskOutput { task, payload, output, artifact } => {
                 self.on_task_output(task, payload, output, artifact)
             }
-            NodeMessage::Prompt { task, payload } => self.on_prompt(task, payload, now_ms, &mut out),
+            NodeMessage::Prompt { task, payload } => self.on_prompt(peer, task, payload, now_ms, &mut out),
+            NodeMessage::Partial { task, offset, tokens } => {
+                self.on_partial(peer, task, offset, tokens, &mut out);
+            }
             NodeMessage::Addresses(records) => self.on_addresses(peer, records, &mut out),
         }
         out

@@ -106,6 +106,10 @@ struct State {
     prompts: Kept<InferencePayload>,
     /// Generations in progress.
     running: BTreeMap<Hash32, flume::Receiver<Event>>,
+    /// Their tokens so far: (how many were handed out, those not yet).
+    streams: BTreeMap<Hash32, (u32, Vec<u32>)>,
+    /// How the ones that ended, ended (until `run` picks it up).
+    ended: BTreeMap<Hash32, Result<Box<crate::inference::Generated>, String>>,
     /// This host's completions.
     done: Kept<Arc<TaskResult>>,
     /// Other executors' results fetched to check them.
@@ -201,22 +205,52 @@ impl ModelRunner {
         }
     }
 
-    fn poll_run(&self, s: &mut State, task: &Task) -> Option<TaskOutput> {
-        let rx = s.running.get(&task.id)?;
-        let mut done = None;
-        while let Ok(event) = rx.try_recv() {
-            match event {
-                Event::Done(g) => done = Some(Ok(g)),
-                Event::Failed(e) => done = Some(Err(e)),
-                Event::Token { .. } => {}
+    /// Moves every running generation's events into `streams` and `ended`.
+    fn drain(s: &mut State) {
+        let State { running, streams, ended, .. } = s;
+        running.retain(|id, rx| {
+            let mut end = None;
+            while let Ok(event) = rx.try_recv() {
+                match event {
+                    Event::Token { id: token, .. } => streams.entry(*id).or_default().1.push(token),
+                    Event::Done(g) => end = Some(Ok(g)),
+                    Event::Failed(e) => end = Some(Err(e)),
+                }
+            }
+            if end.is_none() && rx.is_disconnected() {
+                end = Some(Err("the model server stopped".into()));
+            }
+            match end {
+                Some(e) => {
+                    ended.insert(*id, e);
+                    false
+                }
+                None => true,
+            }
+        });
+    }
+
+    /// Output tokens generated since the last call, by task: (task, index
+    /// of the first in the output, tokens). For streaming; provisional.
+    pub fn take_partials(&self) -> Vec<(Hash32, u32, Vec<u32>)> {
+        let mut s = self.state();
+        Self::drain(&mut s);
+        let mut out = Vec::new();
+        for (id, (sent, pending)) in s.streams.iter_mut() {
+            if !pending.is_empty() {
+                let tokens = std::mem::take(pending);
+                out.push((*id, *sent, tokens.clone()));
+                *sent += tokens.len() as u32;
             }
         }
-        let finished = match done {
-            Some(d) => d,
-            None if rx.is_disconnected() => Err("the model server stopped".into()),
-            None => return None,
-        };
-        s.running.remove(&task.id);
+        let State { streams, running, .. } = &mut *s;
+        streams.retain(|id, _| running.contains_key(id));
+        out
+    }
+
+    fn poll_run(&self, s: &mut State, task: &Task) -> Option<TaskOutput> {
+        Self::drain(s);
+        let finished = s.ended.remove(&task.id)?;
         let payload = s.prompts.remove(&task.id)?;
         match finished {
             Ok(g) => {
@@ -250,7 +284,7 @@ impl TaskRunner for ModelRunner {
         if let Some(r) = self.done(&mut s, &task.id) {
             return Some(output_of(&r));
         }
-        if s.running.contains_key(&task.id) {
+        if s.running.contains_key(&task.id) || s.ended.contains_key(&task.id) {
             return self.poll_run(&mut s, task);
         }
         let payload = s.prompts.get(&task.id)?;

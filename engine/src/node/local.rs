@@ -205,6 +205,31 @@ mod tests {
     }
 
     #[test]
+    fn partial_outputs_add_up_to_the_completion() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let r = runner(dir.path());
+        let t = task(3);
+        assert!(r.deliver_prompt(&t, payload(3)));
+        let mut streamed = Vec::new();
+        let until = Instant::now() + Duration::from_secs(60);
+        let take = |streamed: &mut Vec<u32>| {
+            for (id, offset, tokens) in r.take_partials() {
+                assert_eq!(id, t.id);
+                assert_eq!(offset as usize, streamed.len(), "chunks in order, none lost");
+                streamed.extend(tokens);
+            }
+        };
+        while r.run(&t, None).is_none() {
+            take(&mut streamed);
+            assert!(Instant::now() < until, "the tiny model did not finish");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        take(&mut streamed);
+        assert_eq!(streamed, r.completion(&t.id).expect("done").output);
+        assert!(r.take_partials().is_empty(), "nothing more once handed out");
+    }
+
+    #[test]
     fn the_store_keeps_the_newest_completions_up_to_its_bound() {
         let dir = tempfile::tempdir().expect("temp dir");
         let r = runner(dir.path());

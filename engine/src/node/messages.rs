@@ -73,6 +73,18 @@ pub enum NodeMessage {
     },
     /// Hosts' signed peer addresses (gossip; at most [`MAX_ADDRESSES`]).
     Addresses(Vec<HostAddress>),
+    /// Output tokens of a task while it runs, for the asking host to stream:
+    /// from the executor to the intermediary, and on to the asking host.
+    /// Provisional: the asking host answers only what the output commitment
+    /// on chain confirms.
+    Partial {
+        /// The task.
+        task: Hash32,
+        /// Index of the first of these tokens in the output.
+        offset: u32,
+        /// The tokens.
+        tokens: Vec<u32>,
+    },
 }
 
 /// The net message kinds, one per variant.
@@ -97,6 +109,8 @@ pub mod kind {
     pub const PROMPT: u8 = 9;
     /// [`super::NodeMessage::Addresses`].
     pub const ADDRESSES: u8 = 10;
+    /// [`super::NodeMessage::Partial`].
+    pub const PARTIAL: u8 = 11;
 }
 
 impl NodeMessage {
@@ -113,6 +127,7 @@ impl NodeMessage {
             NodeMessage::TaskOutput { .. } => kind::TASK_OUTPUT,
             NodeMessage::Prompt { .. } => kind::PROMPT,
             NodeMessage::Addresses(_) => kind::ADDRESSES,
+            NodeMessage::Partial { .. } => kind::PARTIAL,
         }
     }
 
@@ -132,6 +147,7 @@ pub fn max_bytes(kind: u8) -> usize {
         kind::STATUS | kind::GET_BLOCKS | kind::GET_TASK_OUTPUT => 512,
         kind::TASK_OUTPUT => MAX_TASK_OUTPUT_BYTES,
         kind::PROMPT => MAX_PROMPT_TOKENS * 4 + 256,
+        kind::PARTIAL => MAX_OUTPUT_TOKENS * 4 + 256,
         kind::ADDRESSES => MAX_ADDRESSES * std::mem::size_of::<super::addresses::ArchivedHostAddress>() + 256,
         _ => MAX_SYNC_BYTES,
     }
@@ -169,6 +185,10 @@ impl WireMessage for NodeMessage {
             }
             NodeMessage::Prompt { payload, .. } => payload.check_bounds(),
             NodeMessage::Addresses(records) => bound(Self::KIND, "addresses", records.len(), MAX_ADDRESSES),
+            NodeMessage::Partial { offset, tokens, .. } => {
+                bound(Self::KIND, "partial tokens", tokens.len(), MAX_OUTPUT_TOKENS)?;
+                bound(Self::KIND, "partial offset", *offset as usize, MAX_OUTPUT_TOKENS)
+            }
         }
     }
 }

@@ -91,6 +91,8 @@ pub struct ApiRequest {
     pub payload: crate::inference::payload::InferencePayload,
     /// Where the completion goes.
     pub reply: flume::Sender<Result<super::core::Completion, String>>,
+    /// Where output tokens go while the task runs (provisional), if wanted.
+    pub partial: Option<flume::Sender<Vec<u32>>>,
 }
 
 /// What the core thread receives.
@@ -143,6 +145,7 @@ pub fn kind_limits() -> Vec<KindLimit> {
         limit(kind::TASK_OUTPUT, "task output", 200, 1_000),
         limit(kind::PROMPT, "prompt", 200, 1_000),
         limit(kind::ADDRESSES, "addresses", 20, 200),
+        limit(kind::PARTIAL, "partial output", 400, 2_000),
     ]
 }
 
@@ -362,8 +365,8 @@ fn core_loop(
             Ok(CoreInput::Connected(peer)) => outputs = core.on_connected(&peer),
             Ok(CoreInput::Submit(tx)) => outputs = core.submit(*tx),
             Ok(CoreInput::Request(r)) => {
-                let ApiRequest { tx, task, payload, reply } = *r;
-                outputs = core.submit_api(tx, task, payload, reply, now());
+                let ApiRequest { tx, task, payload, reply, partial } = *r;
+                outputs = core.submit_api(tx, task, payload, reply, partial, now());
             }
             Ok(CoreInput::Query(f)) => f(&mut core),
             Ok(CoreInput::Stop) | Err(flume::RecvTimeoutError::Disconnected) => return None,

@@ -426,6 +426,13 @@ fn a_ring_of_hosts_relays_gossip_and_dials_the_hosts_a_task_needs() {
             "host {m}, the intermediary, did not pass the prompt on"
         );
     }
+    // Streamed: the executor's tokens came back through the intermediary
+    // while it ran (host 0 says so when the first ones arrive).
+    let stream = body.replace(r#""temperature":0}"#, r#""temperature":0,"stream":true}"#);
+    let (status, events) = http(node0.api, "POST", "/v1/chat/completions", "sk-local-0", &stream);
+    assert_eq!(status, 200, "streamed completion: {events}");
+    assert!(events.contains("data: [DONE]"), "no end of stream: {events}");
+    assert!(log(0).contains("streaming the output as it is made"), "no partial output reached host 0");
     let dialed: Vec<usize> = (0..RING).filter(|&i| log(i).contains("dialing a host to reach it")).collect();
     assert!(!dialed.is_empty(), "nobody dialed an announced address (executor {executor:?})");
     println!("hosts that dialed an announced address: {dialed:?}");

@@ -35,6 +35,7 @@ fn samples() -> Vec<(&'static str, NodeMessage)> {
             },
         ),
         ("prompt", NodeMessage::Prompt { task: [4; 32], payload: payload() }),
+        ("partial", NodeMessage::Partial { task: [4; 32], offset: 3, tokens: vec![7, 8, 9] }),
         (
             "addresses",
             NodeMessage::Addresses(vec![
