@@ -29,6 +29,7 @@ pub mod model;
 pub mod pow;
 pub mod simd;
 pub mod sprint;
+pub mod team;
 pub mod v2;
 pub mod validate;
 
