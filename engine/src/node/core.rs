@@ -478,15 +478,16 @@ impl NodeCore {
         let me = self.agent.key().public_key();
         let trusted = |k: Option<crate::crypto::PublicKeyBytes>| k.is_some_and(|k| k[..] == *from);
         if let Some(w) = self.waiters.get_mut(&task) {
+            let count = tokens.len() as u32;
             if (trusted(executor) || trusted(intermediary) || from == me)
                 && offset == w.streamed
                 && let Some(p) = &w.partial
-                && p.try_send(tokens.clone()).is_ok()
+                && p.try_send(tokens).is_ok()
             {
                 if w.streamed == 0 {
                     tracing::info!(task = %hex::encode(task), "streaming the output as it is made");
                 }
-                w.streamed += tokens.len() as u32;
+                w.streamed += count;
             }
             return;
         }

@@ -238,9 +238,9 @@ impl ModelRunner {
         let mut out = Vec::new();
         for (id, (sent, pending)) in s.streams.iter_mut() {
             if !pending.is_empty() {
-                let tokens = std::mem::take(pending);
-                out.push((*id, *sent, tokens.clone()));
-                *sent += tokens.len() as u32;
+                let offset = *sent;
+                *sent += pending.len() as u32;
+                out.push((*id, offset, std::mem::take(pending)));
             }
         }
         let State { streams, running, .. } = &mut *s;
