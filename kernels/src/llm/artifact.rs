@@ -19,6 +19,7 @@
 //! The check has no shortcut: a length, a token count or a stop that does not
 //! match is a failure, as is a record missing for a token.
 
+use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use super::llama::{Llama, LlamaError, LlamaScratch, Outputs, SeqStep};
@@ -275,39 +276,53 @@ pub fn check(
         .step(&mut [SeqStep { cache: &mut cache, tokens: &input, outputs: Outputs::Tail(n) }], scratch)?;
     let (v, d) = (model.config().vocab, model.config().d_model);
     let basis = DigestBasis::new(d);
-    let mut sampler = SamplerScratch::default();
+    // Each position is judged on its own (two full-vocabulary passes of
+    // exponentials each), so they run in parallel; the fold below takes them
+    // in order, and so reports exactly what a sequential check would.
+    let judged: Vec<Judged> = claim
+        .output
+        .par_iter()
+        .zip(&claim.artifact.records)
+        .enumerate()
+        .map_init(SamplerScratch::default, |sampler, (t, (&token, rec))| {
+            let logits = &out.logits[t * v..(t + 1) * v];
+            let position = (claim.prompt.len() + t) as u32;
+            let gap = token_gap(logits, &claim.params, position, token, thresholds.nucleus_slack, sampler);
+            if gap > thresholds.token_margin {
+                // Later positions are never looked at.
+                return Judged { gap, drift: 0.0, bits: 0 };
+            }
+            let lse = log_sum_exp(logits);
+            let mine = record_with(logits, lse, &out.hidden[t * d..(t + 1) * d], &basis);
+            let mut drift = 0f32;
+            for (&id, &lp) in rec.top_ids.iter().zip(&rec.top_logprobs) {
+                let Some(&l) = logits.get(id as usize) else {
+                    drift = f32::INFINITY;
+                    break;
+                };
+                let diff = ((l as f64 - lse) as f32 - lp).abs();
+                drift = if diff.is_nan() { f32::INFINITY } else { drift.max(diff) };
+            }
+            // The validator's own most probable token must be among the recorded
+            // ones unless it is a near tie with the executor's first.
+            if !rec.top_ids.contains(&mine.top_ids[0]) {
+                drift = drift.max(mine.top_logprobs[0] - mine.top_logprobs[TOP_K - 1]);
+            }
+            Judged { gap, drift, bits: (rec.digest ^ mine.digest).count_ones() }
+        })
+        .collect();
     let mut report =
         CheckReport { verdict: Verdict::Pass, worst_logprob: 0.0, worst_bits: 0, worst_token_gap: 0.0 };
     let mut misses = 0;
-    for (t, (&token, rec)) in claim.output.iter().zip(&claim.artifact.records).enumerate() {
-        let logits = &out.logits[t * v..(t + 1) * v];
-        let position = (claim.prompt.len() + t) as u32;
-        let gap = token_gap(logits, &claim.params, position, token, thresholds.nucleus_slack, &mut sampler);
-        report.worst_token_gap = report.worst_token_gap.max(gap);
-        if gap > thresholds.token_margin {
+    for (t, (j, &token)) in judged.iter().zip(claim.output).enumerate() {
+        report.worst_token_gap = report.worst_token_gap.max(j.gap);
+        if j.gap > thresholds.token_margin {
             report.verdict = Verdict::Token { position: t, token };
             return Ok(report);
         }
-        let lse = log_sum_exp(logits);
-        let mine = record_with(logits, lse, &out.hidden[t * d..(t + 1) * d], &basis);
-        let mut drift = 0f32;
-        for (&id, &lp) in rec.top_ids.iter().zip(&rec.top_logprobs) {
-            let Some(&l) = logits.get(id as usize) else {
-                drift = f32::INFINITY;
-                break;
-            };
-            let diff = ((l as f64 - lse) as f32 - lp).abs();
-            drift = if diff.is_nan() { f32::INFINITY } else { drift.max(diff) };
-        }
-        // The validator's own most probable token must be among the recorded
-        // ones unless it is a near tie with the executor's first.
-        if !rec.top_ids.contains(&mine.top_ids[0]) {
-            drift = drift.max(mine.top_logprobs[0] - mine.top_logprobs[TOP_K - 1]);
-        }
-        let bits = (rec.digest ^ mine.digest).count_ones();
-        report.worst_logprob = report.worst_logprob.max(drift);
-        report.worst_bits = report.worst_bits.max(bits);
-        if drift > thresholds.logprob || bits > thresholds.digest_bits {
+        report.worst_logprob = report.worst_logprob.max(j.drift);
+        report.worst_bits = report.worst_bits.max(j.bits);
+        if j.drift > thresholds.logprob || j.bits > thresholds.digest_bits {
             misses += 1;
         }
     }
@@ -316,6 +331,16 @@ pub fn check(
             Verdict::Drift { misses, worst_logprob: report.worst_logprob, worst_bits: report.worst_bits };
     }
     Ok(report)
+}
+
+/// One position's findings in [`check`].
+struct Judged {
+    /// How far the claimed token is from the sampler's choice.
+    gap: f64,
+    /// Worst log-prob difference over the recorded ids.
+    drift: f32,
+    /// Digest bits that differ.
+    bits: u32,
 }
 
 /// A completion with its records, from [`generate`].
