@@ -1,28 +1,38 @@
 //! Matrix products on quantized weights, `y = x · Wᵀ`, with `x` f32 `[m, k]`,
-//! `W` stored `[n, k]` in its file format (Q4_1, Q8_0, Q4_0 blocks, or f32)
+//! `W` `[n, k]` in its file's quantization (Q4_1, Q8_0, Q4_0 blocks, or f32)
 //! and `y` f32 `[m, n]`.
 //!
-//! Weights stay in their blocks (Q4_1 is 5 bits a weight, a quarter of bf16's
-//! memory traffic). A call walks panels of [`NR`] output features: it decodes
-//! one panel to exact f32 (each weight is `d·q + m` from its block, rounded
-//! once) into a per-thread buffer, then runs every `MR`-row tile of `x` over
-//! it, keeping `MR × NR` sixteen-lane accumulators in registers:
+//! Weights stay quantized (Q4_1 is 6 bits a weight here with its f32 scales,
+//! under half of bf16's memory traffic), rearranged at load into *panels*:
+//! sixteen output features side by side, one per lane of a 512-bit register.
+//! For every block of 32 inputs a panel holds the sixteen features' scales,
+//! then their quants input by input, so one 16-byte load gives the nibbles of
+//! all sixteen features at two consecutive inputs:
 //!
 //! ```text
-//!   W blocks ──decode──► panel [NR][k] f32 (L1)        x [m][k]
-//!                               │                        │  tiles of MR rows
-//!                               └──► acc[r][j] += x[r][16 lanes] · w[j][16 lanes]
-//!                                     (k in steps of 16, then a fixed lane tree)
+//!  panel p (features 16p .. 16p+15), block b:
+//!    scales  d[16] m[16]                      (f32)
+//!    quants  for t in 0..16:  byte c = q[c][2t] | q[c][2t+1] << 4   (Q4)
+//!            for t in 0..32:  byte c = q[c][t]                       (Q8_0)
 //! ```
+//!
+//! A weight is decoded to exact f32 in a register (`w = d·q + m`, rounded
+//! once) and multiplied into sixteen features' sums at once, by a broadcast
+//! input. Two ways to run, one result:
+//!
+//! - up to [`FEW_ROWS`] rows (a decode step): the weights are decoded in
+//!   registers and used at once, on the persistent [`team`](crate::team);
+//! - more rows: a group of two panels is decoded once into a per-thread
+//!   buffer `[k][32]`, and register tiles of up to [`TILE_ROWS`] rows × 32
+//!   features sweep it, the shape of a GEMM micro-kernel (28 accumulators).
 //!
 //! # One result per (row, feature), whatever the batch
 //!
-//! Every `y[i][j]` is computed by the same sequence of operations whatever
-//! `m` is and wherever row `i` falls in its tile: sixteen lane sums, each a
-//! chain of fused multiply-adds over `k` in order, then the lanes added in a
-//! fixed tree. A token's logits therefore do not depend on what else was in
-//! the batch, and the portable kernel mirrors the AVX-512 one operation for
-//! operation (fused `mul_add`, same tree), so both give the same bits.
+//! Every `y[i][j]` is one chain of fused multiply-adds over the inputs in
+//! order, starting from zero: `y = fma(x[k−1], w[k−1], … fma(x[0], w[0], 0))`,
+//! with the same `w` bits on both ways. A token's logits therefore do not
+//! depend on what else was in the batch, and the portable kernel (scalar
+//! `mul_add` in the same order) gives the same bits as the AVX-512 one.
 
 use half::f16;
 use rayon::prelude::*;
@@ -31,21 +41,21 @@ use thiserror::Error;
 /// Weights per quantization block (every block format here).
 pub const BLOCK: usize = 32;
 
-/// Output features per panel: with [`MR`] rows, `MR × NR` = 24 accumulators
-/// plus `MR` activation registers and one weight register fit the 32 zmm
-/// registers.
-const NR: usize = 8;
-
-/// Rows of `x` per register tile.
-const MR: usize = 3;
-
-/// Lanes of one 512-bit f32 register; `k` is walked in steps of this.
+/// Features per panel: the lanes of one 512-bit f32 register.
 const LANES: usize = 16;
 
-/// Panels handed to one worker at a time: enough work per task that rayon's
-/// scheduling stays small next to it, few enough that the panels spread over
-/// all threads for the smallest matrices (576 features = 72 panels).
-const PANELS_PER_TASK: usize = 4;
+/// Panels per task and per register tile: 32 features, two registers wide.
+const GROUP: usize = 2;
+
+/// Features per group.
+const GROUP_COLS: usize = GROUP * LANES;
+
+/// Rows up to which a product decodes its weights in registers on the team.
+const FEW_ROWS: usize = 8;
+
+/// Rows of the many-row register tile: 14 rows × 2 registers = 28
+/// accumulators, plus two weight registers and a broadcast, of 32.
+const TILE_ROWS: usize = 14;
 
 /// How the weights of a matrix are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +82,7 @@ impl WeightFormat {
         }
     }
 
-    /// Bytes of one block of [`BLOCK`] weights.
+    /// Bytes of one block of [`BLOCK`] weights in the file.
     pub const fn block_bytes(self) -> usize {
         match self {
             WeightFormat::F32 => 4 * BLOCK,
@@ -80,6 +90,20 @@ impl WeightFormat {
             WeightFormat::Q8_0 => 2 + BLOCK,
             WeightFormat::Q4_0 => 2 + BLOCK / 2,
         }
+    }
+
+    /// Bytes of the quants of one panel block (sixteen features).
+    const fn panel_quant_bytes(self) -> usize {
+        match self {
+            WeightFormat::F32 => 4 * BLOCK * LANES,
+            WeightFormat::Q4_1 | WeightFormat::Q4_0 => BLOCK / 2 * LANES,
+            WeightFormat::Q8_0 => BLOCK * LANES,
+        }
+    }
+
+    /// Whether blocks carry scales (all but f32).
+    const fn scaled(self) -> bool {
+        !matches!(self, WeightFormat::F32)
     }
 }
 
@@ -99,17 +123,18 @@ pub enum QMatrixError {
     Stack { expected: WeightFormat, expected_k: usize, found: WeightFormat, found_k: usize },
 }
 
-/// A weight matrix `[n, k]` in its storage format.
+/// A weight matrix `[n, k]`, quantized as in its file, in panels.
 #[derive(Clone, PartialEq)]
 pub struct QMatrix {
     format: WeightFormat,
     n: usize,
     k: usize,
-    data: Vec<u8>,
-    /// Each block's scale and minimum as f32 (`d`, `m`; `m` = 0 where the
-    /// format has none), so the fused kernel broadcasts them from memory
-    /// instead of converting two f16 per block; empty for f32.
-    scales: Vec<[f32; 2]>,
+    /// Quants of panel `p`, block `b` at `(p·nb + b)·panel_quant_bytes`;
+    /// features past `n` in the last panel are zero.
+    quants: Vec<u8>,
+    /// Per panel block, sixteen `d` then sixteen `m` (0 where the format has
+    /// none), at `(p·nb + b)·32`; empty for f32.
+    scales: Vec<f32>,
 }
 
 impl std::fmt::Debug for QMatrix {
@@ -123,7 +148,7 @@ impl std::fmt::Debug for QMatrix {
 }
 
 impl QMatrix {
-    /// `n` rows of `k` weights, `data` their blocks row after row.
+    /// `n` rows of `k` weights, `data` their blocks row after row as in the file.
     pub fn new(format: WeightFormat, n: usize, k: usize, data: Vec<u8>) -> Result<Self, QMatrixError> {
         if !k.is_multiple_of(BLOCK) || k == 0 {
             return Err(QMatrixError::RowLength { k });
@@ -132,16 +157,46 @@ impl QMatrix {
         if data.len() != expected {
             return Err(QMatrixError::Size { format, n, k, expected, found: data.len() });
         }
-        let scales = match format {
-            WeightFormat::F32 => Vec::new(),
-            WeightFormat::Q4_1 => {
-                data.chunks_exact(format.block_bytes()).map(|b| [half_at(b, 0), half_at(b, 2)]).collect()
+        let nb = k / BLOCK;
+        let panels = n.div_ceil(LANES);
+        let qb = format.panel_quant_bytes();
+        let mut quants = vec![0u8; panels * nb * qb];
+        let mut scales = if format.scaled() { vec![0f32; panels * nb * 2 * LANES] } else { Vec::new() };
+        for (j, row) in data.chunks_exact(nb * format.block_bytes()).enumerate() {
+            let (p, c) = (j / LANES, j % LANES);
+            for (b, block) in row.chunks_exact(format.block_bytes()).enumerate() {
+                let at = p * nb + b;
+                let q = &mut quants[at * qb..(at + 1) * qb];
+                match format {
+                    WeightFormat::F32 => {
+                        for (t, v) in block.chunks_exact(4).enumerate() {
+                            q[(t * LANES + c) * 4..][..4].copy_from_slice(v);
+                        }
+                    }
+                    WeightFormat::Q4_1 | WeightFormat::Q4_0 => {
+                        let head = if format == WeightFormat::Q4_1 { 4 } else { 2 };
+                        let nib = |i: usize| {
+                            let byte = block[head + i % (BLOCK / 2)];
+                            if i < BLOCK / 2 { byte & 0x0F } else { byte >> 4 }
+                        };
+                        for t in 0..BLOCK / 2 {
+                            q[t * LANES + c] = nib(2 * t) | nib(2 * t + 1) << 4;
+                        }
+                    }
+                    WeightFormat::Q8_0 => {
+                        for (t, &v) in block[2..].iter().enumerate() {
+                            q[t * LANES + c] = v;
+                        }
+                    }
+                }
+                if format.scaled() {
+                    let sc = &mut scales[at * 2 * LANES..(at + 1) * 2 * LANES];
+                    sc[c] = half_at(block, 0);
+                    sc[LANES + c] = if format == WeightFormat::Q4_1 { half_at(block, 2) } else { 0.0 };
+                }
             }
-            WeightFormat::Q8_0 | WeightFormat::Q4_0 => {
-                data.chunks_exact(format.block_bytes()).map(|b| [half_at(b, 0), 0.0]).collect()
-            }
-        };
-        Ok(Self { format, n, k, data, scales })
+        }
+        Ok(Self { format, n, k, quants, scales })
     }
 
     /// An f32 matrix from row-major values.
@@ -155,7 +210,7 @@ impl QMatrix {
         let Some(first) = parts.first() else {
             return Err(QMatrixError::Size { format: WeightFormat::F32, n: 0, k: 0, expected: 1, found: 0 });
         };
-        let mut data = Vec::with_capacity(parts.iter().map(|p| p.data.len()).sum());
+        let mut data = Vec::new();
         for p in parts {
             if p.format != first.format || p.k != first.k {
                 return Err(QMatrixError::Stack {
@@ -165,7 +220,9 @@ impl QMatrix {
                     found_k: p.k,
                 });
             }
-            data.extend_from_slice(&p.data);
+            for j in 0..p.n {
+                p.encode_row(j, &mut data);
+            }
         }
         Self::new(first.format, parts.iter().map(|p| p.n).sum(), first.k, data)
     }
@@ -185,116 +242,260 @@ impl QMatrix {
         self.format
     }
 
-    /// Bytes of weight data.
+    /// Bytes held: quants and scales.
     pub fn bytes(&self) -> usize {
-        self.data.len()
+        self.quants.len() + 4 * self.scales.len()
     }
 
-    fn row_bytes(&self) -> usize {
-        self.k / BLOCK * self.format.block_bytes()
+    /// Blocks per row.
+    fn nb(&self) -> usize {
+        self.k / BLOCK
+    }
+
+    /// The quant of feature `j` at input `t` (a nibble, a byte, or the f32's bits).
+    fn quant(&self, j: usize, t: usize) -> u32 {
+        let (p, c, b, i) = (j / LANES, j % LANES, t / BLOCK, t % BLOCK);
+        panel_quant(self.format, &self.quants[(p * self.nb() + b) * self.format.panel_quant_bytes()..], i, c)
+    }
+
+    /// `(d, m)` of feature `j`'s block `b`.
+    fn scale(&self, j: usize, b: usize) -> (f32, f32) {
+        let at = ((j / LANES) * self.nb() + b) * 2 * LANES + j % LANES;
+        (self.scales[at], self.scales[at + LANES])
+    }
+
+    /// Row `j` as the file stores it, appended to `out`.
+    fn encode_row(&self, j: usize, out: &mut Vec<u8>) {
+        let half = |v: f32| f16::from_f32(v).to_bits().to_le_bytes();
+        for b in 0..self.nb() {
+            let q = |i: usize| self.quant(j, b * BLOCK + i);
+            match self.format {
+                WeightFormat::F32 => out.extend((0..BLOCK).flat_map(|i| q(i).to_le_bytes())),
+                WeightFormat::Q4_1 | WeightFormat::Q4_0 => {
+                    let (d, m) = self.scale(j, b);
+                    out.extend_from_slice(&half(d));
+                    if self.format == WeightFormat::Q4_1 {
+                        out.extend_from_slice(&half(m));
+                    }
+                    out.extend((0..BLOCK / 2).map(|i| (q(i) | q(i + BLOCK / 2) << 4) as u8));
+                }
+                WeightFormat::Q8_0 => {
+                    out.extend_from_slice(&half(self.scale(j, b).0));
+                    out.extend((0..BLOCK).map(|i| q(i) as u8));
+                }
+            }
+        }
     }
 
     /// Row `j` decoded to f32 into `out` (`k` values): an embedding lookup.
     pub fn decode_row(&self, j: usize, out: &mut [f32]) {
         assert!(j < self.n && out.len() == self.k, "row {j} of {} into {} values", self.n, out.len());
-        let rb = self.row_bytes();
-        decode_row(self.format, &self.data[j * rb..(j + 1) * rb], out);
+        for (t, o) in out.iter_mut().enumerate() {
+            let (d, m) = if self.format.scaled() { self.scale(j, t / BLOCK) } else { (1.0, 0.0) };
+            *o = weight(self.format, self.quant(j, t), d, m);
+        }
     }
 
-    /// `y = x · Wᵀ` for `m` rows: up to [`MR`] rows (a decode step) on the
-    /// process's [`team`](crate::team::team), more on the current rayon pool.
+    /// `y = x · Wᵀ` for `m` rows: up to [`FEW_ROWS`] rows (a decode step) on
+    /// the process's [`team`](crate::team::team), more on the current rayon pool.
     pub fn matmul(&self, x: &[f32], m: usize, y: &mut [f32]) {
         assert_eq!(x.len(), m * self.k, "x holds {} values, needs m·k = {}", x.len(), m * self.k);
         assert_eq!(y.len(), m * self.n, "y holds {} values, needs m·n = {}", y.len(), m * self.n);
         if m == 0 || self.n == 0 {
             return;
         }
-        let panels = self.n.div_ceil(NR);
+        let groups = self.n.div_ceil(GROUP_COLS);
         let out = OutPtr(y.as_mut_ptr());
-        let tasks = panels.div_ceil(PANELS_PER_TASK);
-        let task = |panel_buf: &mut Vec<f32>, t: usize| {
-            let first = t * PANELS_PER_TASK;
-            for p in first..(first + PANELS_PER_TASK).min(panels) {
-                // SAFETY: each panel index is visited by exactly one task, and a
-                // panel writes only columns `p·NR .. p·NR + NR` of `y`, so the
-                // writes of different tasks never touch the same element; `y`
-                // outlives the parallel loop, which joins before returning.
-                unsafe { self.panel(p, x, m, panel_buf, out) };
-            }
+        thread_local! {
+            static PANELS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let task = |g: usize| {
+            // SAFETY: each group index is visited by exactly one task, and a
+            // group writes only columns `32g .. 32g + 32` of `y`, so the writes
+            // of different tasks never touch the same element; `y` outlives the
+            // parallel loop, which joins before returning.
+            PANELS.with_borrow_mut(|buf| unsafe { self.group(g, x, m, buf, out) });
         };
-        if m <= MR {
+        if m <= FEW_ROWS {
             // A decode step: ~120 short products a token, on the team that
             // stays awake between them (batch 1: 1.2× over the pool).
-            thread_local! {
-                static PANEL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-            }
-            crate::team::team().run(tasks, &|t| PANEL.with_borrow_mut(|buf| task(buf, t)));
+            crate::team::team().run(groups, &task);
         } else {
-            (0..tasks).into_par_iter().for_each_init(Vec::new, task);
+            (0..groups).into_par_iter().for_each(task);
         }
     }
 
-    /// Decodes panel `p` and multiplies every row tile of `x` with it.
+    /// Columns `32g ..` of `y` for all `m` rows.
     ///
     /// # Safety
     /// `out` points at `m·n` writable f32 and no other thread writes
-    /// columns `p·NR ..` of it concurrently.
-    unsafe fn panel(&self, p: usize, x: &[f32], m: usize, buf: &mut Vec<f32>, out: OutPtr) {
-        let j0 = p * NR;
-        let nr = NR.min(self.n - j0);
+    /// columns `32g .. 32g + 32` of it concurrently.
+    unsafe fn group(&self, g: usize, x: &[f32], m: usize, buf: &mut Vec<f32>, out: OutPtr) {
         let k = self.k;
-        let rb = self.row_bytes();
-        let mut tile = [[0f32; NR]; MR];
+        let (panel, cols) = self.panel_group(g);
+        let mut tile = [[0f32; GROUP_COLS]; TILE_ROWS];
         #[cfg(target_arch = "x86_64")]
-        if m <= MR && nr == NR && avx512_fma() {
-            let w = &self.data[j0 * rb..(j0 + NR) * rb];
-            let nb = k / BLOCK;
-            let sc = &self.scales[(j0 * nb).min(self.scales.len())..((j0 + NR) * nb).min(self.scales.len())];
-            // SAFETY: AVX-512F/BW and FMA are present; `x` holds `m·k` values,
-            // `w` holds NR rows of `rb` bytes and `sc` their blocks' scales.
-            unsafe { x86::fused_tile(self.format, m, w, sc, rb, k, x, &mut tile) };
-            // SAFETY: as below, for rows `0..m`.
-            unsafe { write_tile(&tile, 0, m, j0, NR, self.n, out) };
+        if avx512_fma() {
+            if m <= FEW_ROWS {
+                // SAFETY: AVX-512F/BW and FMA are present; `x` holds `m·k` values.
+                unsafe { x86::few_rows(&panel, x, m, k, &mut tile) };
+                // SAFETY: rows `0..m`; columns as the caller promised.
+                unsafe { write_tile(&tile, 0, m, g * GROUP_COLS, cols, self.n, out) };
+                return;
+            }
+            buf.clear();
+            buf.resize(k * GROUP_COLS, 0.0);
+            // SAFETY: AVX-512F/BW and FMA are present; `buf` holds `k·32` values.
+            unsafe { x86::decode_group(&panel, buf) };
+            let mut i = 0;
+            while i < m {
+                let rows = tile_rows(m - i);
+                // SAFETY: AVX-512F is present; rows `i .. i + rows` of `x` exist.
+                unsafe { x86::many_rows(&x[i * k..(i + rows) * k], rows, buf, k, &mut tile) };
+                // SAFETY: rows `i .. i + rows` are below `m`; columns as promised.
+                unsafe { write_tile(&tile, i, rows, g * GROUP_COLS, cols, self.n, out) };
+                i += rows;
+            }
             return;
         }
+        // SAFETY: the caller's contract, unchanged.
+        unsafe { self.group_portable(g, x, m, buf, out) };
+    }
+
+    /// [`QMatrix::group`] in plain Rust: the same operations, in the same order.
+    ///
+    /// # Safety
+    /// As [`QMatrix::group`].
+    unsafe fn group_portable(&self, g: usize, x: &[f32], m: usize, buf: &mut Vec<f32>, out: OutPtr) {
+        let (panel, cols) = self.panel_group(g);
+        let k = self.k;
+        let mut tile = [[0f32; GROUP_COLS]; TILE_ROWS];
         buf.clear();
-        buf.resize(NR * k, 0.0);
-        decode_rows(self.format, &self.data[j0 * rb..(j0 + nr) * rb], &mut buf[..nr * k]);
+        buf.resize(k * GROUP_COLS, 0.0);
+        decode_group_portable(&panel, buf);
         let mut i = 0;
         while i < m {
-            let mr = MR.min(m - i);
-            dot_tile(&x[i * k..(i + mr) * k], mr, buf, k, &mut tile);
-            // SAFETY: rows `i..i + mr` are below `m`; columns as the caller promised.
-            unsafe { write_tile(&tile, i, mr, j0, nr, self.n, out) };
-            i += mr;
+            let rows = tile_rows(m - i);
+            rows_portable(&x[i * k..(i + rows) * k], rows, buf, k, &mut tile);
+            // SAFETY: rows `i .. i + rows` are below `m`; columns as promised.
+            unsafe { write_tile(&tile, i, rows, g * GROUP_COLS, cols, self.n, out) };
+            i += rows;
+        }
+    }
+
+    /// Group `g`'s panels, and how many of its 32 features exist.
+    fn panel_group(&self, g: usize) -> (Panel<'_>, usize) {
+        let (nb, qb) = (self.nb(), self.format.panel_quant_bytes());
+        let p0 = g * GROUP;
+        let panels = GROUP.min(self.n.div_ceil(LANES) - p0);
+        let cols = GROUP_COLS.min(self.n - g * GROUP_COLS);
+        let quants = &self.quants[p0 * nb * qb..(p0 + panels) * nb * qb];
+        let scales = if self.format.scaled() {
+            &self.scales[p0 * nb * 2 * LANES..(p0 + panels) * nb * 2 * LANES]
+        } else {
+            &[]
+        };
+        (Panel { format: self.format, panels, nb, quants, scales }, cols)
+    }
+}
+
+/// The panels of one group: up to [`GROUP`] panels' quants and scales.
+struct Panel<'a> {
+    format: WeightFormat,
+    panels: usize,
+    nb: usize,
+    quants: &'a [u8],
+    scales: &'a [f32],
+}
+
+/// Rows of the next register tile when `left` remain: the rows split into
+/// as few tiles as fit, of nearly equal height, so no short last tile reads
+/// the decoded weights for only a few rows (32 rows: 11, 11, 10).
+fn tile_rows(left: usize) -> usize {
+    left.div_ceil(left.div_ceil(TILE_ROWS))
+}
+
+/// One weight from its quant: `d·q + m` (one rounding), `d·q`, `d·(q − 8)`, or the f32.
+#[inline(always)]
+fn weight(format: WeightFormat, q: u32, d: f32, m: f32) -> f32 {
+    match format {
+        WeightFormat::F32 => f32::from_bits(q),
+        WeightFormat::Q4_1 => (q as f32).mul_add(d, m),
+        WeightFormat::Q8_0 => f32::from(q as u8 as i8) * d,
+        WeightFormat::Q4_0 => (q as f32 - 8.0) * d,
+    }
+}
+
+/// The quant of lane `c` at input `i` of a panel block `q` (a nibble, a
+/// byte, or the f32's bits).
+fn panel_quant(format: WeightFormat, q: &[u8], i: usize, c: usize) -> u32 {
+    match format {
+        WeightFormat::F32 => {
+            let at = (i * LANES + c) * 4;
+            u32::from_le_bytes([q[at], q[at + 1], q[at + 2], q[at + 3]])
+        }
+        WeightFormat::Q4_1 | WeightFormat::Q4_0 => u32::from(q[i / 2 * LANES + c] >> (4 * (i % 2)) & 0x0F),
+        WeightFormat::Q8_0 => u32::from(q[i * LANES + c]),
+    }
+}
+
+/// Decodes a group into `buf` as `[k][32]` (a missing second panel as zeros).
+fn decode_group_portable(panel: &Panel<'_>, buf: &mut [f32]) {
+    let qb = panel.format.panel_quant_bytes();
+    for p in 0..panel.panels {
+        for b in 0..panel.nb {
+            let q = &panel.quants[(p * panel.nb + b) * qb..][..qb];
+            for i in 0..BLOCK {
+                for c in 0..LANES {
+                    let quant = panel_quant(panel.format, q, i, c);
+                    let (d, m) = if panel.format.scaled() {
+                        let sc = &panel.scales[(p * panel.nb + b) * 2 * LANES..];
+                        (sc[c], sc[LANES + c])
+                    } else {
+                        (1.0, 0.0)
+                    };
+                    buf[(b * BLOCK + i) * GROUP_COLS + p * LANES + c] = weight(panel.format, quant, d, m);
+                }
+            }
         }
     }
 }
 
-/// Writes `tile[..mr][..nr]` to rows `i..`, columns `j0..` of `out` (`n` wide).
+/// `tile[r][c] = Σ_t x[r][t] · buf[t][c]`, one `mul_add` chain over `t` in order.
+fn rows_portable(x: &[f32], rows: usize, buf: &[f32], k: usize, tile: &mut [[f32; GROUP_COLS]; TILE_ROWS]) {
+    for (r, out) in tile.iter_mut().enumerate().take(rows) {
+        out.fill(0.0);
+        for t in 0..k {
+            let xv = x[r * k + t];
+            for (o, &w) in out.iter_mut().zip(&buf[t * GROUP_COLS..(t + 1) * GROUP_COLS]) {
+                *o = xv.mul_add(w, *o);
+            }
+        }
+    }
+}
+
+/// Writes `tile[..rows][..cols]` to rows `i..`, columns `j0..` of `out` (`n` wide).
 ///
 /// # Safety
-/// `out` points at a row-major matrix `n` wide with at least `i + mr` rows,
-/// `j0 + nr ≤ n`, and no other thread writes those elements concurrently.
+/// `out` points at a row-major matrix `n` wide with at least `i + rows` rows,
+/// `j0 + cols ≤ n`, and no other thread writes those elements concurrently.
 unsafe fn write_tile(
-    tile: &[[f32; NR]; MR],
+    tile: &[[f32; GROUP_COLS]; TILE_ROWS],
     i: usize,
-    mr: usize,
+    rows: usize,
     j0: usize,
-    nr: usize,
+    cols: usize,
     n: usize,
     out: OutPtr,
 ) {
-    for (r, vals) in tile.iter().take(mr).enumerate() {
-        let row = (i + r) * n + j0;
-        for (j, v) in vals.iter().take(nr).enumerate() {
-            // SAFETY: inside the matrix by the function's contract.
-            unsafe { out.0.add(row + j).write(*v) };
-        }
+    for (r, vals) in tile.iter().take(rows).enumerate() {
+        // SAFETY: inside the matrix by the function's contract; `vals` holds
+        // at least `cols` values and cannot overlap `out` (a local array).
+        unsafe { std::ptr::copy_nonoverlapping(vals.as_ptr(), out.0.add((i + r) * n + j0), cols) };
     }
 }
 
-/// Whether the fused AVX-512 kernels can run (queried once).
+/// Whether the AVX-512 kernels can run (queried once).
 #[cfg(target_arch = "x86_64")]
 fn avx512_fma() -> bool {
     use std::sync::OnceLock;
@@ -314,334 +515,268 @@ unsafe impl Send for OutPtr {}
 // SAFETY: as above; the pointer itself is only copied.
 unsafe impl Sync for OutPtr {}
 
-/// Decodes one row of blocks to f32, `w = d·q + m` rounded once.
-pub fn decode_row(format: WeightFormat, bytes: &[u8], out: &mut [f32]) {
-    decode_rows(format, bytes, out);
-}
-
-/// Decodes consecutive blocks (any number of whole rows) to f32.
-fn decode_rows(format: WeightFormat, bytes: &[u8], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if avx512_fma() {
-        // SAFETY: AVX-512F/BW and FMA are present (checked above).
-        unsafe { decode_rows_avx512(format, bytes, out) };
-        return;
-    }
-    decode_rows_generic(format, bytes, out);
-}
-
-/// The same code compiled for AVX-512 with FMA, so `mul_add` is one
-/// instruction and the block loops vectorise.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
-fn decode_rows_avx512(format: WeightFormat, bytes: &[u8], out: &mut [f32]) {
-    decode_rows_generic(format, bytes, out);
-}
-
-#[inline(always)]
-fn decode_rows_generic(format: WeightFormat, bytes: &[u8], out: &mut [f32]) {
-    let bb = format.block_bytes();
-    assert_eq!(bytes.len() / bb * BLOCK, out.len(), "row of {} bytes into {} values", bytes.len(), out.len());
-    for (block, dst) in bytes.chunks_exact(bb).zip(out.chunks_exact_mut(BLOCK)) {
-        decode_block(format, block, dst);
-    }
-}
-
 #[inline(always)]
 fn half_at(b: &[u8], at: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes([b[at], b[at + 1]])).to_f32()
 }
 
-/// One block; the compiler vectorises the inner loops.
-#[inline(always)]
-fn decode_block(format: WeightFormat, b: &[u8], dst: &mut [f32]) {
-    match format {
-        WeightFormat::F32 => {
-            for (d, c) in dst.iter_mut().zip(b.chunks_exact(4)) {
-                *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            }
-        }
-        WeightFormat::Q4_1 => {
-            let (d, m) = (half_at(b, 0), half_at(b, 2));
-            let qs = &b[4..4 + BLOCK / 2];
-            for (i, &q) in qs.iter().enumerate() {
-                dst[i] = f32::from(q & 0x0F).mul_add(d, m);
-                dst[i + BLOCK / 2] = f32::from(q >> 4).mul_add(d, m);
-            }
-        }
-        WeightFormat::Q8_0 => {
-            let d = half_at(b, 0);
-            for (o, &q) in dst.iter_mut().zip(&b[2..2 + BLOCK]) {
-                *o = f32::from(q as i8) * d;
-            }
-        }
-        WeightFormat::Q4_0 => {
-            let d = half_at(b, 0);
-            let qs = &b[2..2 + BLOCK / 2];
-            for (i, &q) in qs.iter().enumerate() {
-                dst[i] = (f32::from(q & 0x0F) - 8.0) * d;
-                dst[i + BLOCK / 2] = (f32::from(q >> 4) - 8.0) * d;
-            }
-        }
-    }
-}
-
-/// `tile[r][j] = Σ_t x[r][t] · w[j][t]` for `mr ≤ MR` rows and all `NR`
-/// panel rows, with the summation order described in the module header.
-fn dot_tile(x: &[f32], mr: usize, w: &[f32], k: usize, tile: &mut [[f32; NR]; MR]) {
-    debug_assert!(k.is_multiple_of(LANES) && w.len() == NR * k && x.len() == mr * k);
-    #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx512() {
-        // SAFETY: AVX-512F is present (checked above); slice lengths as asserted.
-        unsafe {
-            match mr {
-                1 => x86::dot_tile::<1>(x, w, k, tile),
-                2 => x86::dot_tile::<2>(x, w, k, tile),
-                _ => x86::dot_tile::<3>(x, w, k, tile),
-            }
-        }
-        return;
-    }
-    match mr {
-        1 => dot_tile_portable::<1>(x, w, k, tile),
-        2 => dot_tile_portable::<2>(x, w, k, tile),
-        _ => dot_tile_portable::<3>(x, w, k, tile),
-    }
-}
-
-/// Adds sixteen lanes in a fixed tree: halves, then quarters, down to one.
-#[inline(always)]
-fn reduce_lanes(v: &[f32; LANES]) -> f32 {
-    let mut a = [0f32; 8];
-    for i in 0..8 {
-        a[i] = v[i] + v[i + 8];
-    }
-    let b = [a[0] + a[4], a[1] + a[5], a[2] + a[6], a[3] + a[7]];
-    let c = [b[0] + b[2], b[1] + b[3]];
-    c[0] + c[1]
-}
-
-fn dot_tile_portable<const R: usize>(x: &[f32], w: &[f32], k: usize, tile: &mut [[f32; NR]; MR]) {
-    let mut acc = [[[0f32; LANES]; NR]; R];
-    for t in (0..k).step_by(LANES) {
-        for (r, acc_r) in acc.iter_mut().enumerate() {
-            let xr = &x[r * k + t..r * k + t + LANES];
-            for (j, acc_rj) in acc_r.iter_mut().enumerate() {
-                let wj = &w[j * k + t..j * k + t + LANES];
-                for l in 0..LANES {
-                    acc_rj[l] = xr[l].mul_add(wj[l], acc_rj[l]);
-                }
-            }
-        }
-    }
-    for r in 0..R {
-        for j in 0..NR {
-            tile[r][j] = reduce_lanes(&acc[r][j]);
-        }
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{BLOCK, LANES, MR, NR, WeightFormat, reduce_lanes};
+    use super::{BLOCK, FEW_ROWS, GROUP, GROUP_COLS, LANES, Panel, TILE_ROWS, WeightFormat};
     use std::arch::x86_64::{
-        __m512, _mm_and_si128, _mm_loadu_si128, _mm_set1_epi8, _mm_srli_epi16, _mm512_cvtepi8_epi32,
-        _mm512_cvtepi32_ps, _mm512_cvtepu8_epi32, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mul_ps,
-        _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps, _mm512_sub_ps,
+        __m512, _mm_loadu_si128, _mm512_and_si512, _mm512_cvtepi8_epi32, _mm512_cvtepi32_ps,
+        _mm512_cvtepu8_epi32, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mul_ps, _mm512_set1_epi32,
+        _mm512_set1_ps, _mm512_setzero_ps, _mm512_srli_epi32, _mm512_storeu_ps, _mm512_sub_ps,
     };
 
-    /// The 16 bytes at `p` as 32 nibbles in f32: the low nibbles (weights
-    /// 0–15), then the high ones (16–31).
+    /// The sixteen features' weights at inputs `2t` and `2t + 1` of one panel
+    /// block, each rounded exactly as [`super::weight`] rounds it.
     ///
     /// # Safety
-    /// AVX-512F is present and `p` points at 16 readable bytes.
+    /// AVX-512F/BW and FMA are present; `q` points at the panel block's
+    /// quants, `t < 16`.
     #[inline(always)]
-    unsafe fn nibbles(p: *const u8) -> (__m512, __m512) {
-        // SAFETY: the caller's contract.
-        unsafe {
-            let qs = _mm_loadu_si128(p.cast());
-            let low = _mm_and_si128(qs, _mm_set1_epi8(0x0F));
-            let high = _mm_and_si128(_mm_srli_epi16(qs, 4), _mm_set1_epi8(0x0F));
-            (_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(low)), _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(high)))
-        }
-    }
-
-    /// The 32 weights of one block as two registers (lanes 0–15, 16–31),
-    /// each `w` rounded exactly as `decode_block` rounds it.
-    ///
-    /// # Safety
-    /// AVX-512F/BW and FMA are present; `b` holds one whole block of `format`.
-    #[inline(always)]
-    unsafe fn decode(format: WeightFormat, b: &[u8], scale: &[f32; 2]) -> (__m512, __m512) {
-        debug_assert!(b.len() >= format.block_bytes());
-        let p = b.as_ptr();
-        // SAFETY (all loads): `b` holds the whole block, whose layout puts the
-        // loaded bytes inside it: 128 bytes of f32, or a 2- or 4-byte header
-        // followed by 16 or 32 bytes of quants.
+    unsafe fn pair<const F: u8>(q: *const u8, t: usize, d: __m512, m: __m512) -> (__m512, __m512) {
+        let format = WeightFormat::from_discriminant(F);
+        // SAFETY (all loads): the panel block holds `panel_quant_bytes`:
+        // 16 pairs × 16 bytes (Q4), 32 inputs × 16 bytes (Q8_0) or × 64 (f32).
         unsafe {
             match format {
-                WeightFormat::F32 => (_mm512_loadu_ps(p.cast()), _mm512_loadu_ps(p.add(64).cast())),
-                WeightFormat::Q4_1 => {
-                    let (d, m) = (_mm512_set1_ps(scale[0]), _mm512_set1_ps(scale[1]));
-                    let (low, high) = nibbles(p.add(4));
-                    (_mm512_fmadd_ps(low, d, m), _mm512_fmadd_ps(high, d, m))
+                WeightFormat::F32 => {
+                    let p = q.add(2 * t * 4 * LANES).cast::<f32>();
+                    (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(LANES)))
+                }
+                WeightFormat::Q4_1 | WeightFormat::Q4_0 => {
+                    let bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(q.add(t * LANES).cast()));
+                    let low = _mm512_cvtepi32_ps(_mm512_and_si512(bytes, _mm512_set1_epi32(0x0F)));
+                    let high = _mm512_cvtepi32_ps(_mm512_srli_epi32::<4>(bytes));
+                    if format == WeightFormat::Q4_1 {
+                        (_mm512_fmadd_ps(low, d, m), _mm512_fmadd_ps(high, d, m))
+                    } else {
+                        let eight = _mm512_set1_ps(8.0);
+                        (
+                            _mm512_mul_ps(_mm512_sub_ps(low, eight), d),
+                            _mm512_mul_ps(_mm512_sub_ps(high, eight), d),
+                        )
+                    }
                 }
                 WeightFormat::Q8_0 => {
-                    let d = _mm512_set1_ps(scale[0]);
-                    let lo = _mm_loadu_si128(p.add(2).cast());
-                    let hi = _mm_loadu_si128(p.add(2 + BLOCK / 2).cast());
-                    (
-                        _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo)), d),
-                        _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi)), d),
-                    )
-                }
-                WeightFormat::Q4_0 => {
-                    let (d, eight) = (_mm512_set1_ps(scale[0]), _mm512_set1_ps(8.0));
-                    let (low, high) = nibbles(p.add(2));
-                    (
-                        _mm512_mul_ps(_mm512_sub_ps(low, eight), d),
-                        _mm512_mul_ps(_mm512_sub_ps(high, eight), d),
-                    )
+                    let lo = _mm512_cvtepi8_epi32(_mm_loadu_si128(q.add(2 * t * LANES).cast()));
+                    let hi = _mm512_cvtepi8_epi32(_mm_loadu_si128(q.add((2 * t + 1) * LANES).cast()));
+                    (_mm512_mul_ps(_mm512_cvtepi32_ps(lo), d), _mm512_mul_ps(_mm512_cvtepi32_ps(hi), d))
                 }
             }
         }
     }
 
-    /// `tile[r][j]` for `R` rows of `x` and the `NR` rows of `w` (blocks),
-    /// decoding each block in registers: for a few rows, decoding is the
-    /// cost, and this skips the panel's store and reload. The operations per
-    /// `(r, j)` are `dot_tile`'s, so the bits are the same.
+    /// The scales `(d, m)` of panel `p`, block `b` (unit for f32).
     ///
     /// # Safety
-    /// AVX-512F/BW and FMA are present; `w` holds `NR` rows of `rb` bytes
-    /// (`k / 32` blocks of `format`), `x` holds `R·k` values.
-    #[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
-    #[allow(clippy::too_many_arguments)] // the kernel's operands, each a plain slice or size
-    pub(super) unsafe fn fused_tile(
-        format: WeightFormat,
-        rows: usize,
-        w: &[u8],
-        sc: &[[f32; 2]],
-        rb: usize,
-        k: usize,
+    /// AVX-512F is present; for a scaled format `panel.scales` holds the block's 32 values.
+    #[inline(always)]
+    unsafe fn scales(panel: &Panel<'_>, p: usize, b: usize) -> (__m512, __m512) {
+        if !panel.format.scaled() {
+            // SAFETY: AVX-512F is present (the caller's contract).
+            return unsafe { (_mm512_set1_ps(1.0), _mm512_setzero_ps()) };
+        }
+        let s = &panel.scales[(p * panel.nb + b) * 2 * LANES..][..2 * LANES];
+        // SAFETY: `s` holds 32 f32; AVX-512F is present.
+        unsafe { (_mm512_loadu_ps(s.as_ptr()), _mm512_loadu_ps(s.as_ptr().add(LANES))) }
+    }
+
+    /// `tile[r][c]` for up to [`FEW_ROWS`] rows of `x` and the group's
+    /// features, decoding each weight in registers and using it at once.
+    ///
+    /// # Safety
+    /// AVX-512F/BW and FMA are present; `x` holds `rows·k` values, `k = 32·nb`.
+    #[target_feature(enable = "avx512f,avx512bw,fma")]
+    pub(super) unsafe fn few_rows(
+        panel: &Panel<'_>,
         x: &[f32],
-        tile: &mut [[f32; NR]; MR],
+        rows: usize,
+        k: usize,
+        tile: &mut [[f32; GROUP_COLS]; TILE_ROWS],
     ) {
         use WeightFormat::{F32, Q4_0, Q4_1, Q8_0};
-        // One instance per (rows, format), so the block decoder is inlined
-        // and the loops over the panel unrolled with no dispatch inside.
+        // One instance per (rows, panels, format), so the decoder is inlined
+        // and the loops unrolled with no dispatch inside.
         macro_rules! go {
-            ($r:literal, $f:ident) => {
-                // SAFETY: the caller's contract, unchanged.
-                unsafe { fused::<$r, { $f as u8 }>(w, sc, rb, k, x, tile) }
+            ($f:ident, $($r:literal)*) => {
+                match (rows, panel.panels) {
+                    $(
+                        // SAFETY: the caller's contract, unchanged.
+                        ($r, 1) => unsafe { few::<$r, 1, { $f as u8 }>(panel, x, k, tile) },
+                        // SAFETY: as above.
+                        ($r, _) => unsafe { few::<$r, 2, { $f as u8 }>(panel, x, k, tile) },
+                    )*
+                    _ => unreachable!("at most {FEW_ROWS} rows"),
+                }
             };
         }
-        match (rows, format) {
-            (1, F32) => go!(1, F32),
-            (1, Q4_1) => go!(1, Q4_1),
-            (1, Q8_0) => go!(1, Q8_0),
-            (1, Q4_0) => go!(1, Q4_0),
-            (2, F32) => go!(2, F32),
-            (2, Q4_1) => go!(2, Q4_1),
-            (2, Q8_0) => go!(2, Q8_0),
-            (2, Q4_0) => go!(2, Q4_0),
-            (_, F32) => go!(3, F32),
-            (_, Q4_1) => go!(3, Q4_1),
-            (_, Q8_0) => go!(3, Q8_0),
-            (_, Q4_0) => go!(3, Q4_0),
+        debug_assert!((1..=FEW_ROWS).contains(&rows));
+        match panel.format {
+            F32 => go!(F32, 1 2 3 4 5 6 7 8),
+            Q4_1 => go!(Q4_1, 1 2 3 4 5 6 7 8),
+            Q8_0 => go!(Q8_0, 1 2 3 4 5 6 7 8),
+            Q4_0 => go!(Q4_0, 1 2 3 4 5 6 7 8),
         }
     }
 
-    /// `fused_tile` for `R` rows and the format whose discriminant is `F`.
+    /// `few_rows` for `R` rows, `P` panels and the format whose discriminant is `F`.
     ///
     /// # Safety
-    /// As `fused_tile`.
+    /// As `few_rows`.
     #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
-    unsafe fn fused<const R: usize, const F: u8>(
-        w: &[u8],
-        sc: &[[f32; 2]],
-        rb: usize,
-        k: usize,
+    #[target_feature(enable = "avx512f,avx512bw,fma")]
+    unsafe fn few<const R: usize, const P: usize, const F: u8>(
+        panel: &Panel<'_>,
         x: &[f32],
-        tile: &mut [[f32; NR]; MR],
+        k: usize,
+        tile: &mut [[f32; GROUP_COLS]; TILE_ROWS],
     ) {
-        let format = WeightFormat::from_discriminant(F);
-        assert!(x.len() >= R * k && w.len() >= NR * rb && k.is_multiple_of(BLOCK));
-        let bb = format.block_bytes();
-        let nb = k / BLOCK;
-        let unscaled = [1.0, 0.0];
-        assert!(format == WeightFormat::F32 || sc.len() >= NR * nb);
-        let mut acc: [[__m512; NR]; R] = [[_mm512_setzero_ps(); NR]; R];
+        let qb = panel.format.panel_quant_bytes();
+        assert!(x.len() >= R * k && k == panel.nb * BLOCK && panel.quants.len() >= P * panel.nb * qb);
+        let mut acc = [[_mm512_setzero_ps(); P]; R];
         let xp = x.as_ptr();
-        for b in 0..nb {
-            for j in 0..NR {
-                let at = j * rb + b * bb;
-                let scale = sc.get(j * nb + b).unwrap_or(&unscaled);
-                // SAFETY: `at + bb ≤ NR·rb ≤ w.len()`: block `b` of row `j`.
-                let (lo, hi) = unsafe { decode(format, &w[at..at + bb], scale) };
-                for (r, acc_r) in acc.iter_mut().enumerate() {
-                    // SAFETY: `r·k + 32b + 32 ≤ R·k ≤ x.len()`.
-                    let (xl, xh) = unsafe {
-                        (
-                            _mm512_loadu_ps(xp.add(r * k + b * BLOCK)),
-                            _mm512_loadu_ps(xp.add(r * k + b * BLOCK + LANES)),
-                        )
-                    };
-                    acc_r[j] = _mm512_fmadd_ps(xl, lo, acc_r[j]);
-                    acc_r[j] = _mm512_fmadd_ps(xh, hi, acc_r[j]);
+        for b in 0..panel.nb {
+            let mut sc = [(_mm512_setzero_ps(), _mm512_setzero_ps()); P];
+            let mut q = [std::ptr::null(); P];
+            for p in 0..P {
+                // SAFETY: panel `p < P` exists; its block `b` is inside `quants`.
+                sc[p] = unsafe { scales(panel, p, b) };
+                q[p] = panel.quants[(p * panel.nb + b) * qb..].as_ptr();
+            }
+            for t in 0..BLOCK / 2 {
+                let at = b * BLOCK + 2 * t;
+                for p in 0..P {
+                    // SAFETY: `q[p]` is a whole panel block, `t < 16`.
+                    let (w0, w1) = unsafe { pair::<F>(q[p], t, sc[p].0, sc[p].1) };
+                    for (r, acc_r) in acc.iter_mut().enumerate() {
+                        // SAFETY: `r·k + at + 1 < R·k ≤ x.len()`.
+                        let (x0, x1) = unsafe { (*xp.add(r * k + at), *xp.add(r * k + at + 1)) };
+                        acc_r[p] = _mm512_fmadd_ps(_mm512_set1_ps(x0), w0, acc_r[p]);
+                        acc_r[p] = _mm512_fmadd_ps(_mm512_set1_ps(x1), w1, acc_r[p]);
+                    }
                 }
             }
         }
-        let mut lanes = [0f32; LANES];
-        for r in 0..R {
-            for j in 0..NR {
-                // SAFETY: `lanes` holds 16 f32.
-                unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), acc[r][j]) };
-                tile[r][j] = reduce_lanes(&lanes);
+        for (r, acc_r) in acc.iter().enumerate() {
+            for (p, v) in acc_r.iter().enumerate() {
+                // SAFETY: `tile[r]` holds 32 f32; `p·16 + 16 ≤ 32`.
+                unsafe { _mm512_storeu_ps(tile[r].as_mut_ptr().add(p * LANES), *v) };
             }
         }
     }
 
-    /// The AVX-512 form of `dot_tile_portable`: the same fused operations in
-    /// the same order, with the accumulators in registers.
+    /// Decodes the group into `buf` as `[k][32]` (a missing second panel as zeros).
     ///
     /// # Safety
-    /// The CPU has AVX-512F; `x` holds `R·k` values, `w` holds `NR·k`, and
-    /// `k` is a multiple of 16.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn dot_tile<const R: usize>(
-        x: &[f32],
-        w: &[f32],
-        k: usize,
-        tile: &mut [[f32; NR]; MR],
-    ) {
-        assert!(x.len() >= R * k && w.len() >= NR * k && k.is_multiple_of(LANES));
-        let mut acc: [[__m512; NR]; R] = [[_mm512_setzero_ps(); NR]; R];
-        let xp = x.as_ptr();
-        let wp = w.as_ptr();
-        let mut t = 0;
-        while t < k {
-            let mut xr = [_mm512_setzero_ps(); R];
-            for (r, v) in xr.iter_mut().enumerate() {
-                // SAFETY: `r·k + t + 16 ≤ R·k ≤ x.len()` (asserted above).
-                *v = unsafe { _mm512_loadu_ps(xp.add(r * k + t)) };
+    /// AVX-512F/BW and FMA are present; `buf` holds `32·k` values.
+    #[target_feature(enable = "avx512f,avx512bw,fma")]
+    pub(super) unsafe fn decode_group(panel: &Panel<'_>, buf: &mut [f32]) {
+        use WeightFormat::{F32, Q4_0, Q4_1, Q8_0};
+        // SAFETY: the caller's contract, unchanged.
+        unsafe {
+            match panel.format {
+                F32 => decode::<{ F32 as u8 }>(panel, buf),
+                Q4_1 => decode::<{ Q4_1 as u8 }>(panel, buf),
+                Q8_0 => decode::<{ Q8_0 as u8 }>(panel, buf),
+                Q4_0 => decode::<{ Q4_0 as u8 }>(panel, buf),
             }
-            for j in 0..NR {
-                // SAFETY: `j·k + t + 16 ≤ NR·k ≤ w.len()`.
-                let wj = unsafe { _mm512_loadu_ps(wp.add(j * k + t)) };
-                for (acc_r, x_r) in acc.iter_mut().zip(&xr) {
-                    acc_r[j] = _mm512_fmadd_ps(*x_r, wj, acc_r[j]);
+        }
+    }
+
+    /// `decode_group` for the format whose discriminant is `F`.
+    ///
+    /// # Safety
+    /// As `decode_group`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,fma")]
+    unsafe fn decode<const F: u8>(panel: &Panel<'_>, buf: &mut [f32]) {
+        let qb = panel.format.panel_quant_bytes();
+        assert!(buf.len() >= panel.nb * BLOCK * GROUP_COLS && panel.panels <= GROUP);
+        assert!(panel.quants.len() >= panel.panels * panel.nb * qb);
+        let out = buf.as_mut_ptr();
+        for p in 0..GROUP {
+            for b in 0..panel.nb {
+                for t in 0..BLOCK / 2 {
+                    let row = (b * BLOCK + 2 * t) * GROUP_COLS + p * LANES;
+                    let (w0, w1) = if p < panel.panels {
+                        // SAFETY: panel `p` exists; its block `b` is inside `quants`, `t < 16`.
+                        unsafe {
+                            let (d, m) = scales(panel, p, b);
+                            pair::<F>(panel.quants[(p * panel.nb + b) * qb..].as_ptr(), t, d, m)
+                        }
+                    } else {
+                        (_mm512_setzero_ps(), _mm512_setzero_ps())
+                    };
+                    // SAFETY: `row + 32 + 16 ≤ 32·k ≤ buf.len()`.
+                    unsafe {
+                        _mm512_storeu_ps(out.add(row), w0);
+                        _mm512_storeu_ps(out.add(row + GROUP_COLS), w1);
+                    }
                 }
             }
-            t += LANES;
         }
-        let mut lanes = [0f32; LANES];
-        for r in 0..R {
-            for j in 0..NR {
-                // SAFETY: `lanes` holds 16 f32.
-                unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), acc[r][j]) };
-                tile[r][j] = reduce_lanes(&lanes);
+    }
+
+    /// `tile[r][c] = Σ_t x[r][t] · buf[t][c]` for `rows ≤ 14`: one fused
+    /// multiply-add chain per element over `t` in order.
+    ///
+    /// # Safety
+    /// AVX-512F and FMA are present; `x` holds `rows·k` values, `buf` `32·k`.
+    #[target_feature(enable = "avx512f,fma")]
+    pub(super) unsafe fn many_rows(
+        x: &[f32],
+        rows: usize,
+        buf: &[f32],
+        k: usize,
+        tile: &mut [[f32; GROUP_COLS]; TILE_ROWS],
+    ) {
+        macro_rules! go {
+            ($($r:literal)*) => {
+                match rows {
+                    // SAFETY: the caller's contract, unchanged.
+                    $($r => unsafe { many::<$r>(x, buf, k, tile) },)*
+                    _ => unreachable!("at most {TILE_ROWS} rows"),
+                }
+            };
+        }
+        go!(1 2 3 4 5 6 7 8 9 10 11 12 13 14);
+    }
+
+    /// `many_rows` for `R` rows.
+    ///
+    /// # Safety
+    /// As `many_rows`.
+    #[inline]
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn many<const R: usize>(
+        x: &[f32],
+        buf: &[f32],
+        k: usize,
+        tile: &mut [[f32; GROUP_COLS]; TILE_ROWS],
+    ) {
+        assert!(x.len() >= R * k && buf.len() >= k * GROUP_COLS);
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        let (xp, wp) = (x.as_ptr(), buf.as_ptr());
+        for t in 0..k {
+            // SAFETY: `32t + 32 ≤ 32k ≤ buf.len()`.
+            let (w0, w1) = unsafe {
+                (_mm512_loadu_ps(wp.add(t * GROUP_COLS)), _mm512_loadu_ps(wp.add(t * GROUP_COLS + LANES)))
+            };
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                // SAFETY: `r·k + t < R·k ≤ x.len()`.
+                let xv = _mm512_set1_ps(unsafe { *xp.add(r * k + t) });
+                acc_r[0] = _mm512_fmadd_ps(xv, w0, acc_r[0]);
+                acc_r[1] = _mm512_fmadd_ps(xv, w1, acc_r[1]);
+            }
+        }
+        for (r, acc_r) in acc.iter().enumerate() {
+            // SAFETY: `tile[r]` holds 32 f32.
+            unsafe {
+                _mm512_storeu_ps(tile[r].as_mut_ptr(), acc_r[0]);
+                _mm512_storeu_ps(tile[r].as_mut_ptr().add(LANES), acc_r[1]);
             }
         }
     }
@@ -726,8 +861,8 @@ mod tests {
     #[test]
     fn a_row_gives_the_same_bits_whatever_the_batch() {
         // Guards the batch invariance that validation relies on.
-        // Rows alone and in pairs take the fused kernel, 32 rows the panel one;
-        // 43 features leave a partial last panel.
+        // Up to three rows decode in registers, more take the decoded group;
+        // 43 features leave a partial last panel and a group of one panel.
         let (n, k) = (43, 192);
         for format in [WeightFormat::F32, WeightFormat::Q4_1, WeightFormat::Q8_0, WeightFormat::Q4_0] {
             let w = random_matrix(format, n, k, 9);
@@ -748,17 +883,43 @@ mod tests {
 
     #[test]
     fn the_portable_kernel_gives_the_same_bits() {
-        let k = 128;
-        let w = random_matrix(WeightFormat::Q8_0, NR, k, 5);
-        let mut panel = vec![0f32; NR * k];
-        for j in 0..NR {
-            w.decode_row(j, &mut panel[j * k..(j + 1) * k]);
+        for format in [WeightFormat::F32, WeightFormat::Q4_1, WeightFormat::Q8_0, WeightFormat::Q4_0] {
+            let (n, k) = (50, 128);
+            let w = random_matrix(format, n, k, 5);
+            for m in [1, 2, 3, 4, 15, 29] {
+                let x = activations(m, k, 6);
+                let (mut fast, mut plain) = (vec![0f32; m * n], vec![0f32; m * n]);
+                w.matmul(&x, m, &mut fast);
+                let out = OutPtr(plain.as_mut_ptr());
+                let mut buf = Vec::new();
+                for g in 0..n.div_ceil(GROUP_COLS) {
+                    // SAFETY: `plain` holds m·n values; one thread writes it.
+                    unsafe { w.group_portable(g, &x, m, &mut buf, out) };
+                }
+                assert_eq!(fast, plain, "{format:?}, {m} rows: dispatched and portable kernels disagree");
+            }
         }
-        let x = activations(MR, k, 6);
-        let (mut a, mut b) = ([[0f32; NR]; MR], [[0f32; NR]; MR]);
-        dot_tile(&x, MR, &panel, k, &mut a);
-        dot_tile_portable::<MR>(&x, &panel, k, &mut b);
-        assert_eq!(a, b, "dispatched and portable kernels disagree");
+    }
+
+    #[test]
+    fn panels_give_back_the_files_blocks() {
+        for format in [WeightFormat::F32, WeightFormat::Q4_1, WeightFormat::Q8_0, WeightFormat::Q4_0] {
+            let (n, k) = (21, 96);
+            let w = random_matrix(format, n, k, 7);
+            let mut data = Vec::new();
+            for j in 0..n {
+                w.encode_row(j, &mut data);
+            }
+            let again = QMatrix::new(format, n, k, data).expect("sizes match");
+            assert!(again == w, "{format:?}: re-encoded rows differ");
+            let s = QMatrix::stack(&[&w, &w]).expect("same format");
+            let (mut a, mut b) = (vec![0f32; k], vec![0f32; k]);
+            for j in 0..2 * n {
+                s.decode_row(j, &mut a);
+                w.decode_row(j % n, &mut b);
+                assert_eq!(a, b, "{format:?}: stacked row {j}");
+            }
+        }
     }
 
     #[test]
