@@ -533,6 +533,11 @@ fn rotate(head: &mut [f32], table: &[(f32, f32)]) {
 }
 
 /// One head of one row: softmax over positions `0..n` of the cache.
+///
+/// The operations are fixed per row (sixteen-lane dot products and sums
+/// with a fixed tree, one fused multiply-add chain per output value over
+/// the positions in order), so the AVX-512 build and the portable one give
+/// the same bits, and a row's result does not depend on the batch.
 #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename the same values
 fn attend(
     q: &[f32],
@@ -545,25 +550,125 @@ fn attend(
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx512() {
+        // SAFETY: AVX-512F (with FMA) is present, checked by `has_avx512`.
+        unsafe { attend_avx512(q, keys, values, stride, offset, n, scale, scores, out) };
+        return;
+    }
+    attend_generic(q, keys, values, stride, offset, n, scale, scores, out);
+}
+
+/// [`attend`] with AVX-512: for heads of 16 to 128 values, the scores'
+/// lane trees and the output's accumulators in registers; other heads run
+/// the portable code compiled for 512-bit registers. Same bits either way.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+#[allow(clippy::too_many_arguments)] // as `attend`
+fn attend_avx512(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    stride: usize,
+    offset: usize,
+    n: usize,
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::{
+        __m512, _mm512_add_ps, _mm512_cvtss_f32, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mul_ps,
+        _mm512_permute_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_shuffle_f32x4, _mm512_storeu_ps,
+    };
+    const MAX_CHUNKS: usize = 8;
     let e = q.len();
+    let chunks = e / 16;
+    if !e.is_multiple_of(16) || chunks == 0 || chunks > MAX_CHUNKS {
+        attend_generic(q, keys, values, stride, offset, n, scale, scores, out);
+        return;
+    }
+    assert!(
+        n == 0
+            || (keys.len() >= (n - 1) * stride + offset + e && values.len() >= (n - 1) * stride + offset + e)
+    );
+    assert!(out.len() == e);
+    let mut qv = [_mm512_setzero_ps(); MAX_CHUNKS];
+    for (c, v) in qv.iter_mut().enumerate().take(chunks) {
+        // SAFETY: `16c + 16 ≤ e = q.len()`.
+        *v = unsafe { _mm512_loadu_ps(q.as_ptr().add(16 * c)) };
+    }
     scores.clear();
     let mut max = f32::NEG_INFINITY;
     for p in 0..n {
-        let k = &keys[p * stride + offset..][..e];
-        let s = dot(q, k) * scale;
+        // SAFETY: row `p` of the cache holds `offset + e ≤ stride` values here (asserted).
+        let k = unsafe { keys.as_ptr().add(p * stride + offset) };
+        let mut acc = _mm512_setzero_ps();
+        for (c, qc) in qv.iter().enumerate().take(chunks) {
+            // SAFETY: as above, `16c + 16 ≤ e`.
+            acc = _mm512_fmadd_ps(*qc, unsafe { _mm512_loadu_ps(k.add(16 * c)) }, acc);
+        }
+        // The lane tree of `reduce_lanes`: i + (i+8), then + (i+4), (i+2), (i+1).
+        acc = _mm512_add_ps(acc, _mm512_shuffle_f32x4::<0b01_00_11_10>(acc, acc));
+        acc = _mm512_add_ps(acc, _mm512_shuffle_f32x4::<0b10_11_00_01>(acc, acc));
+        acc = _mm512_add_ps(acc, _mm512_permute_ps::<0b01_00_11_10>(acc));
+        acc = _mm512_add_ps(acc, _mm512_permute_ps::<0b10_11_00_01>(acc));
+        let s = _mm512_cvtss_f32(acc) * scale;
         max = max.max(s);
         scores.push(s);
     }
-    let mut sum = 0f32;
     for s in scores.iter_mut() {
         *s = exp_f32(*s - max);
-        sum += *s;
     }
+    let sum = sum_lanes(scores);
+    let mut o: [__m512; MAX_CHUNKS] = [_mm512_setzero_ps(); MAX_CHUNKS];
+    for (p, &w) in scores.iter().enumerate() {
+        let wv = _mm512_set1_ps(w);
+        // SAFETY: as for the keys.
+        let v = unsafe { values.as_ptr().add(p * stride + offset) };
+        for (c, oc) in o.iter_mut().enumerate().take(chunks) {
+            // SAFETY: `16c + 16 ≤ e`.
+            *oc = _mm512_fmadd_ps(wv, unsafe { _mm512_loadu_ps(v.add(16 * c)) }, *oc);
+        }
+    }
+    let inv = _mm512_set1_ps(1.0 / sum);
+    for (c, oc) in o.iter().enumerate().take(chunks) {
+        // SAFETY: `out` holds `e` values.
+        unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(16 * c), _mm512_mul_ps(*oc, inv)) };
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // as `attend`
+fn attend_generic(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    stride: usize,
+    offset: usize,
+    n: usize,
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let e = q.len();
+    // Plain loops, no closures: a closure is a function of its own, compiled
+    // without this one's target features.
+    scores.clear();
+    let mut max = f32::NEG_INFINITY;
+    for p in 0..n {
+        let s = dot(q, &keys[p * stride + offset..][..e]) * scale;
+        max = max.max(s);
+        scores.push(s);
+    }
+    for s in scores.iter_mut() {
+        *s = exp_f32(*s - max);
+    }
+    let sum = sum_lanes(scores);
     out.fill(0.0);
     for (p, &w) in scores.iter().enumerate() {
         let v = &values[p * stride + offset..][..e];
         for (o, &x) in out.iter_mut().zip(v) {
-            *o += w * x;
+            *o = w.mul_add(x, *o);
         }
     }
     let inv = 1.0 / sum;
@@ -572,14 +677,91 @@ fn attend(
     }
 }
 
+/// `Σ a·b`: sixteen lanes of fused multiply-adds, the fixed lane tree, then
+/// the tail in order.
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
-    for (ca, cb) in a.chunks_exact(16).zip(b.chunks_exact(16)) {
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail = ca.remainder().iter().zip(cb.remainder());
+    for (x, y) in ca.zip(cb) {
         for i in 0..16 {
-            acc[i] += ca[i] * cb[i];
+            acc[i] = x[i].mul_add(y[i], acc[i]);
         }
     }
-    let tail: f32 =
-        a.chunks_exact(16).remainder().iter().zip(b.chunks_exact(16).remainder()).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + tail
+    let mut s = reduce_lanes(&acc);
+    for (x, y) in tail {
+        s = x.mul_add(*y, s);
+    }
+    s
+}
+
+/// `Σ v`: sixteen lanes, the fixed lane tree, then the tail in order.
+#[inline(always)]
+fn sum_lanes(v: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let chunks = v.chunks_exact(16);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..16 {
+            acc[i] += c[i];
+        }
+    }
+    let mut s = reduce_lanes(&acc);
+    for x in tail {
+        s += x;
+    }
+    s
+}
+
+/// Adds sixteen lanes in a fixed tree: halves, then quarters, down to one.
+#[inline(always)]
+fn reduce_lanes(v: &[f32; 16]) -> f32 {
+    let mut a = [0f32; 8];
+    for i in 0..8 {
+        a[i] = v[i] + v[i + 8];
+    }
+    let b = [a[0] + a[4], a[1] + a[5], a[2] + a[6], a[3] + a[7]];
+    let c = [b[0] + b[2], b[1] + b[3]];
+    c[0] + c[1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attention_gives_the_same_bits_on_every_path() {
+        // Heads of 64 take the AVX-512 registers where present, 24 the
+        // portable code compiled for them; both must equal the portable build.
+        let wave = |i: usize, f: f32| ((i as f32 * f).sin() * 1.7).to_bits() as f32 / u32::MAX as f32 - 0.3;
+        for e in [24usize, 64, 128] {
+            let (stride, offset) = (3 * e, e);
+            for n in [1usize, 7, 33] {
+                let q: Vec<f32> = (0..e).map(|i| wave(i, 0.37)).collect();
+                let keys: Vec<f32> = (0..n * stride).map(|i| wave(i, 0.11)).collect();
+                let values: Vec<f32> = (0..n * stride).map(|i| wave(i, 0.23)).collect();
+                let (mut a, mut b) = (vec![0f32; e], vec![0f32; e]);
+                let mut scores = Vec::new();
+                attend(&q, &keys, &values, stride, offset, n, 0.125, &mut scores, &mut a);
+                attend_generic(&q, &keys, &values, stride, offset, n, 0.125, &mut scores, &mut b);
+                assert_eq!(a, b, "head of {e}, {n} positions");
+                // And it is a softmax-weighted mean of the values.
+                let s: Vec<f64> = (0..n)
+                    .map(|p| {
+                        (0..e).map(|i| q[i] as f64 * keys[p * stride + offset + i] as f64).sum::<f64>()
+                            * 0.125
+                    })
+                    .collect();
+                let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let w: Vec<f64> = s.iter().map(|v| (v - m).exp()).collect();
+                let z: f64 = w.iter().sum();
+                for i in 0..e {
+                    let want: f64 =
+                        (0..n).map(|p| w[p] * values[p * stride + offset + i] as f64).sum::<f64>() / z;
+                    assert!((a[i] as f64 - want).abs() < 1e-5, "head of {e}, {n} positions, value {i}");
+                }
+            }
+        }
+    }
 }

@@ -343,7 +343,8 @@ impl QMatrix {
                 unsafe { write_tile(&tile, 0, m, g * GROUP_COLS, cols, self.n, out) };
                 return;
             }
-            buf.clear();
+            // Every value is written by the decoder, so a buffer of the right
+            // size is not cleared first.
             buf.resize(k * GROUP_COLS, 0.0);
             // SAFETY: AVX-512F/BW and FMA are present; `buf` holds `k·32` values.
             unsafe { x86::decode_group(&panel, buf) };
@@ -370,7 +371,6 @@ impl QMatrix {
         let (panel, cols) = self.panel_group(g);
         let k = self.k;
         let mut tile = [[0f32; GROUP_COLS]; TILE_ROWS];
-        buf.clear();
         buf.resize(k * GROUP_COLS, 0.0);
         decode_group_portable(&panel, buf);
         let mut i = 0;
@@ -442,6 +442,9 @@ fn panel_quant(format: WeightFormat, q: &[u8], i: usize, c: usize) -> u32 {
 /// Decodes a group into `buf` as `[k][32]` (a missing second panel as zeros).
 fn decode_group_portable(panel: &Panel<'_>, buf: &mut [f32]) {
     let qb = panel.format.panel_quant_bytes();
+    for row in buf.chunks_exact_mut(GROUP_COLS) {
+        row[panel.panels * LANES..].fill(0.0);
+    }
     for p in 0..panel.panels {
         for b in 0..panel.nb {
             let q = &panel.quants[(p * panel.nb + b) * qb..][..qb];
@@ -489,9 +492,18 @@ unsafe fn write_tile(
     out: OutPtr,
 ) {
     for (r, vals) in tile.iter().take(rows).enumerate() {
+        let dst = out.0.wrapping_add((i + r) * n + j0);
         // SAFETY: inside the matrix by the function's contract; `vals` holds
         // at least `cols` values and cannot overlap `out` (a local array).
-        unsafe { std::ptr::copy_nonoverlapping(vals.as_ptr(), out.0.add((i + r) * n + j0), cols) };
+        // A whole group is a copy of constant length, which compiles to two
+        // register moves instead of a call.
+        unsafe {
+            if cols == GROUP_COLS {
+                std::ptr::copy_nonoverlapping(vals.as_ptr(), dst, GROUP_COLS);
+            } else {
+                std::ptr::copy_nonoverlapping(vals.as_ptr(), dst, cols);
+            }
+        }
     }
 }
 

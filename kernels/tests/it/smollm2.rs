@@ -167,3 +167,25 @@ fn print_decode_throughput() {
         );
     }
 }
+
+/// A check's pass for development (`--ignored --nocapture`): 166 rows with
+/// the head on the last 128, as `gonka infer eval --cost-only` checks.
+#[test]
+#[ignore]
+fn print_check_pass() {
+    let Some(model) = model() else { return };
+    let mut s = LlamaScratch::default();
+    let input: Vec<u32> = (0..166u32).map(|i| 1000 + i * 7).collect();
+    let reps = std::env::var("REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let mut times = Vec::new();
+    for _ in 0..reps {
+        let mut cache = model.new_cache();
+        let t = std::time::Instant::now();
+        model
+            .step(&mut [SeqStep { cache: &mut cache, tokens: &input, outputs: Outputs::Tail(128) }], &mut s)
+            .expect("fits");
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    eprintln!("check pass, 166 rows, head on 128: median {:.1} ms of {reps}", times[reps / 2]);
+}
