@@ -433,7 +433,9 @@ impl Llama {
                 let place = places[row];
                 let q = &qkv[row * qkv_dim + head * e..][..e];
                 let (keys, values) = caches[place.seq];
-                attend(q, keys, values, kv, (head / group) * e, place.pos + 1, scale, scores, o);
+                let h =
+                    Head { q, keys, values, stride: kv, offset: (head / group) * e, n: place.pos + 1, scale };
+                attend(&h, scores, o);
             }
         };
         // Waking the other threads costs more than a few short heads take.
@@ -532,31 +534,33 @@ fn rotate(head: &mut [f32], table: &[(f32, f32)]) {
     }
 }
 
+/// What one head of one row attends with: its query, and the cache's keys
+/// and values at `offset` in rows of `stride`, over positions `0..n`.
+#[derive(Clone, Copy)]
+struct Head<'a> {
+    q: &'a [f32],
+    keys: &'a [f32],
+    values: &'a [f32],
+    stride: usize,
+    offset: usize,
+    n: usize,
+    scale: f32,
+}
+
 /// One head of one row: softmax over positions `0..n` of the cache.
 ///
 /// The operations are fixed per row (sixteen-lane dot products and sums
 /// with a fixed tree, one fused multiply-add chain per output value over
 /// the positions in order), so the AVX-512 build and the portable one give
 /// the same bits, and a row's result does not depend on the batch.
-#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename the same values
-fn attend(
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    stride: usize,
-    offset: usize,
-    n: usize,
-    scale: f32,
-    scores: &mut Vec<f32>,
-    out: &mut [f32],
-) {
+fn attend(h: &Head<'_>, scores: &mut Vec<f32>, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if crate::simd::has_avx512() {
         // SAFETY: AVX-512F (with FMA) is present, checked by `has_avx512`.
-        unsafe { attend_avx512(q, keys, values, stride, offset, n, scale, scores, out) };
+        unsafe { attend_avx512(h, scores, out) };
         return;
     }
-    attend_generic(q, keys, values, stride, offset, n, scale, scores, out);
+    attend_generic(h, scores, out);
 }
 
 /// [`attend`] with AVX-512: for heads of 16 to 128 values, the scores'
@@ -564,18 +568,8 @@ fn attend(
 /// the portable code compiled for 512-bit registers. Same bits either way.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
-#[allow(clippy::too_many_arguments)] // as `attend`
-fn attend_avx512(
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    stride: usize,
-    offset: usize,
-    n: usize,
-    scale: f32,
-    scores: &mut Vec<f32>,
-    out: &mut [f32],
-) {
+fn attend_avx512(h: &Head<'_>, scores: &mut Vec<f32>, out: &mut [f32]) {
+    let Head { q, keys, values, stride, offset, n, scale } = *h;
     use std::arch::x86_64::{
         __m512, _mm512_add_ps, _mm512_cvtss_f32, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mul_ps,
         _mm512_permute_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_shuffle_f32x4, _mm512_storeu_ps,
@@ -584,7 +578,7 @@ fn attend_avx512(
     let e = q.len();
     let chunks = e / 16;
     if !e.is_multiple_of(16) || chunks == 0 || chunks > MAX_CHUNKS {
-        attend_generic(q, keys, values, stride, offset, n, scale, scores, out);
+        attend_generic(h, scores, out);
         return;
     }
     assert!(
@@ -638,18 +632,8 @@ fn attend_avx512(
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)] // as `attend`
-fn attend_generic(
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    stride: usize,
-    offset: usize,
-    n: usize,
-    scale: f32,
-    scores: &mut Vec<f32>,
-    out: &mut [f32],
-) {
+fn attend_generic(h: &Head<'_>, scores: &mut Vec<f32>, out: &mut [f32]) {
+    let Head { q, keys, values, stride, offset, n, scale } = *h;
     let e = q.len();
     // Plain loops, no closures: a closure is a function of its own, compiled
     // without this one's target features.
@@ -743,8 +727,9 @@ mod tests {
                 let values: Vec<f32> = (0..n * stride).map(|i| wave(i, 0.23)).collect();
                 let (mut a, mut b) = (vec![0f32; e], vec![0f32; e]);
                 let mut scores = Vec::new();
-                attend(&q, &keys, &values, stride, offset, n, 0.125, &mut scores, &mut a);
-                attend_generic(&q, &keys, &values, stride, offset, n, 0.125, &mut scores, &mut b);
+                let h = Head { q: &q, keys: &keys, values: &values, stride, offset, n, scale: 0.125 };
+                attend(&h, &mut scores, &mut a);
+                attend_generic(&h, &mut scores, &mut b);
                 assert_eq!(a, b, "head of {e}, {n} positions");
                 // And it is a softmax-weighted mean of the values.
                 let s: Vec<f64> = (0..n)
