@@ -463,20 +463,26 @@ fn cost(
     s: &mut LlamaScratch,
 ) -> anyhow::Result<()> {
     let validator = judge.model;
-    let mut ratios = Vec::new();
+    let (mut ratios, mut checks, mut generations) = (Vec::new(), Vec::new(), Vec::new());
     for c in cases.iter().take(16) {
         let t = Instant::now();
         let g = generate(validator, &c.prompt, &c.params, a.tokens, stop, s)?;
         let generate_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
         judge.run(c, &g.output, &g.artifact, c.params, s)?;
-        ratios.push(t.elapsed().as_secs_f64() / generate_s);
+        let check_s = t.elapsed().as_secs_f64();
+        ratios.push(check_s / generate_s);
+        checks.push(check_s * 1e3);
+        generations.push(generate_s * 1e3);
     }
     println!(
-        "validator cost: median {:.1}% of generating the completion at batch 1 ({} cases of ≤ {} tokens)",
+        "validator cost: median {:.1}% of generating the completion at batch 1 ({} cases of ≤ {} tokens; \
+         medians: check {:.1} ms, generation {:.1} ms)",
         100.0 * median(ratios.clone()),
         ratios.len(),
-        a.tokens
+        a.tokens,
+        median(checks),
+        median(generations)
     );
     Ok(())
 }

@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 use super::llama::{Llama, LlamaError, LlamaScratch, Outputs, SeqStep};
 use super::sampling::{SamplerScratch, SamplingParams, sample, token_gap};
 use crate::chacha::{StreamKey, fill_words};
+use crate::simd::sum_exp;
 
 /// Log-probs recorded per token.
 pub const TOP_K: usize = 4;
@@ -168,7 +169,7 @@ fn record_with(logits: &[f32], lse: f64, hidden: &[f32], basis: &DigestBasis) ->
 
 fn log_sum_exp(logits: &[f32]) -> f64 {
     let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-    max + logits.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln()
+    max + sum_exp(logits, max, 1.0).ln()
 }
 
 /// How far an honest validator's recomputation may drift from the executor's.

@@ -20,6 +20,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::chacha::{StreamKey, fill_words};
+use crate::simd::{exp_f64, sum_exp};
 
 /// Sampling parameters of one request.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -92,7 +93,7 @@ fn ranked<'s>(
     }
     let t = p.temperature as f64;
     let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-    let z: f64 = logits.iter().map(|&v| ((v as f64 - max) / t).exp()).sum();
+    let z = sum_exp(logits, max, t);
     // Only tokens within e^-40 of the most probable can be in a nucleus: all
     // the others together weigh less than V·e^-40 (2e-13 for 49 152 tokens),
     // and an f32 `top_p` below 1 is at most 1 − 6e-8. Sorting just those gives
@@ -117,7 +118,7 @@ fn ranked<'s>(
         let mut keep = 0;
         for &i in &order[..k] {
             keep += 1;
-            mass += ((logits[i as usize] as f64 - max) / t).exp() / z;
+            mass += exp_f64((logits[i as usize] as f64 - max) / t) / z;
             masses.push(mass);
             if mass >= mass_wanted {
                 break;
@@ -278,7 +279,7 @@ mod tests {
                 let got = ranked(&l, &p, mass, &mut order, &mut masses).to_vec();
                 let t = f64::from(temperature);
                 let max = l.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
-                let z: f64 = l.iter().map(|&x| ((x as f64 - max) / t).exp()).sum();
+                let z = sum_exp(&l, max, t);
                 let mut all: Vec<u32> =
                     (0..v as u32).filter(|&i| (l[i as usize] as f64 - max) / t > -NUCLEUS_CUTOFF).collect();
                 all.sort_by(|&a, &b| l[b as usize].total_cmp(&l[a as usize]).then(a.cmp(&b)));
@@ -286,7 +287,7 @@ mod tests {
                 let mut want = Vec::new();
                 for &i in &all {
                     want.push(i);
-                    acc += ((l[i as usize] as f64 - max) / t).exp() / z;
+                    acc += exp_f64((l[i as usize] as f64 - max) / t) / z;
                     if acc >= mass {
                         break;
                     }
