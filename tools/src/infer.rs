@@ -308,6 +308,10 @@ pub struct EvalArgs {
     /// Only the validator's cost figure.
     #[arg(long)]
     cost_only: bool,
+    /// The validator's activations: f32, bf16, or int8 (rounded to 8 bits per
+    /// block of 32 before every product: what an 8-bit kernel would see).
+    #[arg(long, default_value = "f32")]
+    validator: String,
 }
 
 const PROMPTS: [&str; 8] = [
@@ -365,7 +369,11 @@ fn complete(
 }
 
 fn eval(a: &EvalArgs) -> anyhow::Result<()> {
-    let base = load(&a.model)?;
+    let mut base = load(&a.model)?;
+    match a.validator.as_str() {
+        "int8" => base.llama.set_int8_activations(true),
+        other => base.llama.set_precision(precision(other)?),
+    }
     let validator = &base.llama;
     let cases = cases(&base, a.completions)?;
     let stop = base.stop_tokens.clone();
@@ -375,7 +383,7 @@ fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     if a.cost_only {
         return cost(a, &judge, &cases, &stop, &mut s);
     }
-    println!("validator: f32 activations, thresholds {thresholds:?}");
+    println!("validator: {} activations, thresholds {thresholds:?}", a.validator);
     println!(
         "{:<16} {:>6} {:>7}   p50 / p99 / max over completions of their worst: {:>20} {:>16} {:>20}",
         "executor", "cases", "passed", "Δ logprob", "digest bits", "token gap"
@@ -421,7 +429,7 @@ fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         let wrong_seed = SamplingParams { seed: c.params.seed + 1_000_000, ..c.params };
         // A completion so certain that the wrong seed draws the same tokens is
         // not a false claim under it: such cases are counted apart.
-        let under_wrong = generate(validator, &c.prompt, &wrong_seed, a.tokens, &stop, &mut s)?;
+        let under_wrong = generate(&honest_model.llama, &c.prompt, &wrong_seed, a.tokens, &stop, &mut s)?;
         if under_wrong.output == g.output {
             same_under_wrong_seed += 1;
         } else {
@@ -438,7 +446,7 @@ fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         caught[2] +=
             usize::from(judge.run(c, &h.output, &h.artifact, c.params, &mut s)?.verdict != Verdict::Pass);
         // The cheap model's tokens with records recomputed by the real model.
-        let forged = forge(validator, c, &h.output, &mut LlamaScratch::default())?;
+        let forged = forge(&honest_model.llama, c, &h.output, &mut LlamaScratch::default())?;
         caught[3] +=
             usize::from(judge.run(c, &h.output, &forged, c.params, &mut s)?.verdict != Verdict::Pass);
     }

@@ -156,6 +156,9 @@ pub struct Llama {
     precision: Precision,
     /// Decoder blocks left out at the end (a cheaper, wrong model for studies).
     skip_last: usize,
+    /// Activations rounded to 8 bits per block of 32 before every product
+    /// (for studies of an 8-bit validator's drift); overrides `precision`.
+    int8_activations: bool,
 }
 
 fn stack(name: String, parts: &[&QMatrix]) -> Result<QMatrix, LlamaError> {
@@ -192,7 +195,17 @@ impl Llama {
             None
         };
         let rope = rope_table(&config);
-        Ok(Self { config, embed, layers, out_norm, head, rope, precision: Precision::F32, skip_last: 0 })
+        Ok(Self {
+            config,
+            embed,
+            layers,
+            out_norm,
+            head,
+            rope,
+            precision: Precision::F32,
+            skip_last: 0,
+            int8_activations: false,
+        })
     }
 
     /// Rounds activations to bf16 before every product (`Bf16`), as an
@@ -212,8 +225,32 @@ impl Llama {
         self.skip_last = n.min(self.layers.len());
     }
 
+    /// Rounds activations before every product to 8 bits per block of 32
+    /// inputs, symmetric with the block's largest magnitude as 127, as an
+    /// 8-bit integer kernel would take them: for studies of what such a
+    /// validator's drift would be (the products themselves stay f32).
+    pub fn set_int8_activations(&mut self, on: bool) {
+        self.int8_activations = on;
+    }
+
+    /// Whether activations are rounded before the products.
+    fn rounds(&self) -> bool {
+        self.int8_activations || self.precision == Precision::Bf16
+    }
+
     fn round(&self, x: &mut [f32]) {
-        if self.precision == Precision::Bf16 {
+        if self.int8_activations {
+            // Row widths are whole blocks, so the blocks never straddle rows.
+            for block in x.chunks_mut(32) {
+                let max = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+                if max > 0.0 && max.is_finite() {
+                    let step = max / 127.0;
+                    for v in block {
+                        *v = (*v / step).round() * step;
+                    }
+                }
+            }
+        } else if self.precision == Precision::Bf16 {
             for v in x {
                 *v = half::bf16::from_f32(*v).to_f32();
             }
@@ -497,7 +534,7 @@ impl Llama {
         norm_rows(&chosen, d, c.rms_eps, &self.out_norm, &mut hidden);
         let mut logits = vec![0f32; picked.len() * c.vocab];
         let head = self.head.as_ref().unwrap_or(&self.embed);
-        if self.precision == Precision::Bf16 {
+        if self.rounds() {
             let mut input = hidden.clone();
             self.round(&mut input);
             head.matmul(&input, picked.len(), &mut logits);
