@@ -328,58 +328,66 @@ impl QMatrix {
         }
     }
 
-    /// Columns `32g ..` of `y` for all `m` rows.
+    /// Columns `32g ..` of `y` for all `m` rows, with the AVX-512 kernels
+    /// where the CPU has them.
     ///
     /// # Safety
     /// `out` points at `m·n` writable f32 and no other thread writes
     /// columns `32g .. 32g + 32` of it concurrently.
     unsafe fn group(&self, g: usize, x: &[f32], m: usize, buf: &mut Vec<f32>, out: OutPtr) {
-        let k = self.k;
-        let (panel, cols) = self.panel_group(g);
-        let mut tile = [[0f32; GROUP_COLS]; TILE_ROWS];
         #[cfg(target_arch = "x86_64")]
-        if avx512_fma() {
-            if m <= FEW_ROWS {
-                // SAFETY: AVX-512F/BW and FMA are present; `x` holds `m·k` values.
-                unsafe { x86::few_rows(&panel, x, m, k, &mut tile) };
-                // SAFETY: rows `0..m`; columns as the caller promised.
-                unsafe { write_tile(&tile, 0, m, g * GROUP_COLS, cols, self.n, out) };
-                return;
-            }
-            // Every value is written by the decoder, so a buffer of the right
-            // size is not cleared first.
-            buf.resize(k * GROUP_COLS, 0.0);
-            // SAFETY: AVX-512F/BW and FMA are present; `buf` holds `k·32` values.
-            unsafe { x86::decode_group(&panel, buf) };
-            let mut i = 0;
-            while i < m {
-                let rows = tile_rows(m - i);
-                // SAFETY: AVX-512F is present; rows `i .. i + rows` of `x` exist.
-                unsafe { x86::many_rows(&x[i * k..(i + rows) * k], rows, buf, k, &mut tile) };
-                // SAFETY: rows `i .. i + rows` are below `m`; columns as promised.
-                unsafe { write_tile(&tile, i, rows, g * GROUP_COLS, cols, self.n, out) };
-                i += rows;
-            }
-            return;
-        }
+        let simd = avx512_fma();
+        #[cfg(not(target_arch = "x86_64"))]
+        let simd = false;
         // SAFETY: the caller's contract, unchanged.
-        unsafe { self.group_portable(g, x, m, buf, out) };
+        unsafe { self.group_with(g, x, m, buf, out, simd) };
     }
 
-    /// [`QMatrix::group`] in plain Rust: the same operations, in the same order.
+    /// [`QMatrix::group`] on the AVX-512 kernels (`simd`, which the CPU must
+    /// support) or in plain Rust: the same operations in the same order.
     ///
     /// # Safety
-    /// As [`QMatrix::group`].
-    unsafe fn group_portable(&self, g: usize, x: &[f32], m: usize, buf: &mut Vec<f32>, out: OutPtr) {
-        let (panel, cols) = self.panel_group(g);
+    /// As [`QMatrix::group`], and with `simd` the CPU has AVX-512F/BW and FMA.
+    unsafe fn group_with(&self, g: usize, x: &[f32], m: usize, buf: &mut Vec<f32>, out: OutPtr, simd: bool) {
         let k = self.k;
+        let (panel, cols) = self.panel_group(g);
         let mut tile = [[0f32; GROUP_COLS]; TILE_ROWS];
+        // Elsewhere there are only the portable kernels.
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = simd;
+        #[cfg(target_arch = "x86_64")]
+        if simd && m <= FEW_ROWS {
+            // SAFETY: AVX-512F/BW and FMA are present; `x` holds `m·k` values.
+            unsafe { x86::few_rows(&panel, x, m, k, &mut tile) };
+            // SAFETY: rows `0..m`; columns as the caller promised.
+            unsafe { write_tile(&tile, 0, m, g * GROUP_COLS, cols, self.n, out) };
+            return;
+        }
+        // Every value is written by the decoder, so a buffer of the right
+        // size is not cleared first.
         buf.resize(k * GROUP_COLS, 0.0);
+        #[cfg(target_arch = "x86_64")]
+        if simd {
+            // SAFETY: AVX-512F/BW and FMA are present; `buf` holds `k·32` values.
+            unsafe { x86::decode_group(&panel, buf) };
+        } else {
+            decode_group_portable(&panel, buf);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
         decode_group_portable(&panel, buf);
         let mut i = 0;
         while i < m {
             let rows = tile_rows(m - i);
-            rows_portable(&x[i * k..(i + rows) * k], rows, buf, k, &mut tile);
+            let xs = &x[i * k..(i + rows) * k];
+            #[cfg(target_arch = "x86_64")]
+            if simd {
+                // SAFETY: AVX-512F is present; `xs` holds `rows·k` values.
+                unsafe { x86::many_rows(xs, rows, buf, k, &mut tile) };
+            } else {
+                rows_portable(xs, rows, buf, k, &mut tile);
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            rows_portable(xs, rows, buf, k, &mut tile);
             // SAFETY: rows `i .. i + rows` are below `m`; columns as promised.
             unsafe { write_tile(&tile, i, rows, g * GROUP_COLS, cols, self.n, out) };
             i += rows;
@@ -445,8 +453,10 @@ fn panel_quant(format: WeightFormat, q: &[u8], i: usize, c: usize) -> u32 {
 /// Decodes a group into `buf` as `[k][32]` (a missing second panel as zeros).
 fn decode_group_portable(panel: &Panel<'_>, buf: &mut [f32]) {
     let qb = panel.format.panel_quant_bytes();
-    for row in buf.chunks_exact_mut(GROUP_COLS) {
-        row[panel.panels * LANES..].fill(0.0);
+    if panel.panels < GROUP {
+        for row in buf.chunks_exact_mut(GROUP_COLS) {
+            row[panel.panels * LANES..].fill(0.0);
+        }
     }
     for p in 0..panel.panels {
         for b in 0..panel.nb {
@@ -909,7 +919,7 @@ mod tests {
                 let mut buf = Vec::new();
                 for g in 0..n.div_ceil(GROUP_COLS) {
                     // SAFETY: `plain` holds m·n values; one thread writes it.
-                    unsafe { w.group_portable(g, &x, m, &mut buf, out) };
+                    unsafe { w.group_with(g, &x, m, &mut buf, out, false) };
                 }
                 assert_eq!(fast, plain, "{format:?}, {m} rows: dispatched and portable kernels disagree");
             }
