@@ -375,13 +375,16 @@ fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         other => base.llama.set_precision(precision(other)?),
     }
     let validator = &base.llama;
+    // The executor side of the cheats and of the cost figure: f32, whatever
+    // the validator's activations.
+    let honest_model = Arc::new(load(&a.model)?);
     let cases = cases(&base, a.completions)?;
     let stop = base.stop_tokens.clone();
     let thresholds = Thresholds::default();
     let mut s = LlamaScratch::default();
     let judge = Judge { model: validator, stop: &stop, thresholds, max_tokens: a.tokens };
     if a.cost_only {
-        return cost(a, &judge, &cases, &stop, &mut s);
+        return cost(a, &honest_model.llama, &judge, &cases, &stop, &mut s);
     }
     println!("validator: {} activations, thresholds {thresholds:?}", a.validator);
     println!(
@@ -417,7 +420,6 @@ fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     // Cheats, each on every case, against the f32 executor's honest completions.
-    let honest_model = Arc::new(load(&a.model)?);
     let honest = complete(&honest_model, &cases, 32, a.tokens)?;
     let mut skipped = load(&a.model)?;
     skipped.llama.skip_last_layers(4);
@@ -459,22 +461,22 @@ fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     ] {
         println!("{name:<34} {:>6} {n:>8}", cases.len());
     }
-    cost(a, &judge, &cases, &stop, &mut s)
+    cost(a, &honest_model.llama, &judge, &cases, &stop, &mut s)
 }
 
-/// One check against generating the same completion alone, at batch 1.
+/// One check against `executor` generating the same completion alone, at batch 1.
 fn cost(
     a: &EvalArgs,
+    executor: &gonka_kernels::llm::llama::Llama,
     judge: &Judge<'_>,
     cases: &[Case],
     stop: &[u32],
     s: &mut LlamaScratch,
 ) -> anyhow::Result<()> {
-    let validator = judge.model;
     let (mut ratios, mut checks, mut generations) = (Vec::new(), Vec::new(), Vec::new());
     for c in cases.iter().take(16) {
         let t = Instant::now();
-        let g = generate(validator, &c.prompt, &c.params, a.tokens, stop, s)?;
+        let g = generate(executor, &c.prompt, &c.params, a.tokens, stop, s)?;
         let generate_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
         judge.run(c, &g.output, &g.artifact, c.params, s)?;
