@@ -23,7 +23,7 @@
 //! column for `k = 2q` (low half) and `k = 2q + 1` (high half):
 //!
 //! ```text
-//!  data: [pad line][panel 0 ........................][panel 1 ...] ...
+//!  data: [panel 0 ........................][panel 1 ...] ...
 //!  panel p, pair q:  line 0 = cols 32p+0..32p+15,  line 1 = cols 32p+16..32p+31
 //!  one 32-bit word:  bits 31..16 = W[col][2q+1],   bits 15..0 = W[col][2q]
 //! ```
@@ -31,10 +31,9 @@
 //! Columns past `n` and the odd `k` past the end are zero, so kernels never test
 //! edges inside their loops. This one layout serves every kernel:
 //! - `VDPBF16PS` reads a line as 16 pairs, exactly the operand it wants;
-//! - the f32 kernel turns a line into the 16 f32 weights of `k = 2q + 1` with a
-//!   zero-masked 16-bit load that keeps the high halves, and into those of
-//!   `k = 2q` with the same load two bytes earlier, so widening bf16 costs no
-//!   arithmetic; the leading pad line keeps that earlier load in bounds;
+//! - the f32 kernels widen one panel's k block at a time into an f32 buffer
+//!   that every row tile of the call then reads (a shift and a mask per line,
+//!   paid once per panel instead of once per row tile);
 //! - the portable kernel reads it with plain indexing.
 //!
 //! # Kernels and dispatch
@@ -97,6 +96,12 @@ const _: () = assert!(size_of::<Line>() == 2 * LINE_U16, "Line has no padding");
 
 const ZERO_LINE: Line = Line([0; LINE_U16]);
 
+/// Sixteen f32 on one cache line: the unit of a widened weight panel.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, Default)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+struct F32Line([f32; 16]);
+
 /// A bf16 weight matrix `[n, k]` in the layout the kernels read fastest (see
 /// the module documentation).
 #[derive(Clone, Debug)]
@@ -107,7 +112,7 @@ pub struct PackedWeight {
     kpairs: usize,
     /// `⌈n / NR⌉`.
     panels: usize,
-    /// One pad line, then `panels · kpairs · 2` lines.
+    /// `panels · kpairs · 2` lines.
     data: Vec<Line>,
 }
 
@@ -130,11 +135,11 @@ impl PackedWeight {
     fn pack<'a>(n: usize, k: usize, row: impl Fn(usize) -> &'a [u16] + Sync) -> Self {
         let kpairs = k.div_ceil(2);
         let panels = n.div_ceil(NR);
-        let mut data = vec![ZERO_LINE; 1 + panels * kpairs * 2];
+        let mut data = vec![ZERO_LINE; panels * kpairs * 2];
         // `max(1)`: with k = 0 there are no lines to fill, and chunks must not be empty.
         // Panels in parallel; inside one, pair-major so the 32 source rows are
         // each read front to back and the lines are written in order.
-        data[1..].par_chunks_mut(2 * kpairs.max(1)).enumerate().for_each(|(p, panel)| {
+        data.par_chunks_mut(2 * kpairs.max(1)).enumerate().for_each(|(p, panel)| {
             let cols = NR.min(n - p * NR);
             let rows: Vec<&[u16]> = (0..cols).map(|c| row(p * NR + c)).collect();
             for (q, lines) in panel.chunks_exact_mut(2).enumerate() {
@@ -172,7 +177,7 @@ impl PackedWeight {
         self.data.len() * size_of::<Line>()
     }
 
-    /// All packed values as bf16 bits, the pad line first.
+    /// All packed values as bf16 bits.
     fn words(&self) -> &[u16] {
         // SAFETY: `Line` is `repr(C)` around `[u16; 32]` with no padding (checked
         // at compile time above), so `data` is `data.len() · 32` initialised,
@@ -183,24 +188,14 @@ impl PackedWeight {
     /// Panel `p`: `kpairs · 2 · 32` values, pair-major.
     fn panel(&self, p: usize) -> &[u16] {
         let len = self.kpairs * 2 * LINE_U16;
-        &self.words()[LINE_U16 + p * len..LINE_U16 + (p + 1) * len]
+        &self.words()[p * len..(p + 1) * len]
     }
 
-    /// Pairs `q..q + pairs` of panel `p`, without a lead value.
+    /// Pairs `q..q + pairs` of panel `p`: `pairs` · 2 lines, line-aligned.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn panel_block(&self, p: usize, q: usize, pairs: usize) -> &[u16] {
-        let start = LINE_U16 + (p * self.kpairs + q) * 2 * LINE_U16;
+        let start = (p * self.kpairs + q) * 2 * LINE_U16;
         &self.words()[start..start + pairs * 2 * LINE_U16]
-    }
-
-    /// Panel `p` from pair `q` on, led by the one value just before it (in
-    /// the previous panel or the pad line) that the f32 kernel's shifted load
-    /// touches but masks off.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    fn panel_from_with_lead(&self, p: usize, q: usize) -> &[u16] {
-        let start = LINE_U16 + (p * self.kpairs + q) * 2 * LINE_U16;
-        let end = LINE_U16 + (p + 1) * self.kpairs * 2 * LINE_U16;
-        &self.words()[start - 1..end]
     }
 }
 
@@ -250,6 +245,10 @@ pub struct GemmScratch {
     /// Activations as bf16 pairs for `VDPBF16PS`.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     packed_a_pairs: Vec<u32>,
+    /// One panel's k block of weights widened to f32, `[k][NR]`, for the f32
+    /// kernels.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    panel_f32: Vec<F32Line>,
 }
 
 /// The kernel family [`matmul`] runs on this CPU.

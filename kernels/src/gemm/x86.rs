@@ -7,12 +7,21 @@
 //! ```text
 //!  for each k block of ≤ KC_PAIRS pairs        (y is revisited once per block)
 //!    for each row block of ≤ A_BLOCK_BYTES     copy x rows → packed block (L2)
-//!      for each weight panel (32 columns)      its k block: 32 KiB, L1/L2
+//!      for each weight panel (32 columns)      its k block: 32 KiB bf16, L2
 //!        for each micro-panel of ≤ MR rows     streamed from L2
 //!          micro-kernel: tile (≤ 14 × 32) (+)= A micro-panel · B panel,
 //!          meanwhile prefetching its share of the next weight block and
 //!          the next tile of y into L2
 //! ```
+//!
+//! The f32 kernels multiply by f32 weights. The first micro-panel of each
+//! panel widens the bf16 block as it goes and stores it (64 KiB, L2); the
+//! others load it ready. Widening in every micro-panel (a zero-masked 16-bit
+//! load per line, as this kernel once did) costs a uop on the FMA ports per
+//! 14 FMAs: the one-thread peak went 153 → 164 GFLOP/s without it. A
+//! separate widening pass before the micro-panels took 3.8% of a seed-64
+//! Sprint's samples; widening inside the first micro-panel instead made the
+//! Sprint 4% faster (41.2 → 42.8 nonces/s, f32, batch 32).
 //!
 //! Each weight panel block is read from memory once per row block and then
 //! reused by every micro-panel, so the large weights (up to 16 MiB per
@@ -24,11 +33,12 @@
 
 use std::arch::x86_64::{
     __cpuid, __m512, __m512bh, __mmask16, __mmask32, _MM_HINT_T1, _mm_prefetch, _mm512_add_ps,
-    _mm512_castsi512_ps, _mm512_dpbf16_ps, _mm512_fmadd_ps, _mm512_load_si512, _mm512_mask_storeu_ps,
-    _mm512_maskz_loadu_epi16, _mm512_maskz_loadu_ps, _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps,
+    _mm512_castsi512_ps, _mm512_dpbf16_ps, _mm512_fmadd_ps, _mm512_load_ps, _mm512_load_si512,
+    _mm512_mask_storeu_ps, _mm512_maskz_loadu_epi16, _mm512_maskz_loadu_ps, _mm512_set1_epi32,
+    _mm512_set1_ps, _mm512_setzero_ps, _mm512_slli_epi32, _mm512_store_ps,
 };
 
-use super::{GemmScratch, LINE_U16, NR, PackedWeight};
+use super::{F32Line, GemmScratch, LINE_U16, Line, NR, PackedWeight};
 use crate::encoding::bf16_bits;
 
 /// Rows of the register tile: 14 rows × 2 zmm = 28 accumulators, plus two
@@ -37,10 +47,11 @@ pub(super) const MR: usize = 14;
 
 /// k-pairs per k block. The seed-64 model's `k = 512` products then run as
 /// one block, so `y` is written once and never re-read; a weight panel block
-/// is `KC_PAIRS · 128` = 32 KiB and an activation micro-panel
-/// `MR · 2 · KC_PAIRS · 4` = 28 KiB, both served from L2 at the ~9 bytes per
-/// cycle the kernel needs. On the `k = 8192` product 256 measured ~4% faster
-/// than 128 and than no k blocking.
+/// is `KC_PAIRS · 128` = 32 KiB (64 KiB widened to f32) and an activation
+/// micro-panel `MR · 2 · KC_PAIRS · 4` = 28 KiB, served from L1 and L2. On the
+/// `k = 8192` product 256 measured ~4% faster than 128 and than no k
+/// blocking; with widened weights 128 and 256 ran the seed-64 Sprint equally
+/// fast.
 const KC_PAIRS: usize = 256;
 
 /// Row stride of packed f32 activations: a k block plus one cache line, so the
@@ -96,9 +107,9 @@ pub(super) unsafe fn matmul(
 ) {
     match kernel {
         // SAFETY: the caller guarantees AVX-512F/BW.
-        Kernel::Fma => unsafe { matmul_fma(x, m, w, y, accumulate, false, &mut scratch.packed_a) },
+        Kernel::Fma => unsafe { matmul_fma(x, m, w, y, accumulate, false, scratch) },
         // SAFETY: as above.
-        Kernel::FmaBf16Input => unsafe { matmul_fma(x, m, w, y, accumulate, true, &mut scratch.packed_a) },
+        Kernel::FmaBf16Input => unsafe { matmul_fma(x, m, w, y, accumulate, true, scratch) },
         // SAFETY: the caller guarantees AVX-512F/BW and AVX512-BF16.
         Kernel::Dpbf16 => unsafe { matmul_dpbf16(x, m, w, y, accumulate, &mut scratch.packed_a_pairs) },
     }
@@ -112,17 +123,24 @@ fn matmul_fma(
     y: &mut [f32],
     accumulate: bool,
     round: bool,
-    a: &mut Vec<f32>,
+    scratch: &mut GemmScratch,
 ) {
     let k = w.k;
+    let panel = &mut scratch.panel_f32;
     sweep(
         m,
         w,
         y,
         accumulate,
-        (a, A_STRIDE_F32),
+        (&mut scratch.packed_a, A_STRIDE_F32),
         |(i0, rows), (q0, pairs), a| pack_a_f32(&x[i0 * k..(i0 + rows) * k], k, 2 * q0, 2 * pairs, round, a),
-        |rows, pairs, a, b, prefetch, tile| kernel_fma_rows(rows, pairs, a, b, prefetch, tile),
+        |j, rows, pairs, a, b, prefetch, tile| {
+            if panel.len() < 4 * pairs {
+                panel.resize(4 * pairs, F32Line::default());
+            }
+            // The first row tile of a panel widens its weights for the others.
+            kernel_fma_rows(j == 0, rows, pairs, a, b, &mut panel[..4 * pairs], prefetch, tile)
+        },
     );
 }
 
@@ -136,7 +154,7 @@ fn matmul_dpbf16(x: &[f32], m: usize, w: &PackedWeight, y: &mut [f32], accumulat
         accumulate,
         (a, A_STRIDE_PAIRS),
         |(i0, rows), (q0, pairs), a| pack_a_pairs(&x[i0 * k..(i0 + rows) * k], k, q0, pairs, a),
-        |rows, pairs, a, b, prefetch, tile| kernel_dpbf16_rows(rows, pairs, a, b, prefetch, tile),
+        |_, rows, pairs, a, b, prefetch, tile| kernel_dpbf16_rows(rows, pairs, a, b, prefetch, tile),
     );
 }
 
@@ -163,7 +181,8 @@ struct Prefetch<'a> {
 
 /// The loop nest of the module documentation, for either activation format:
 /// `pack` fills `a` (rows at `stride`) from a row block `(i0, rows)` and a k
-/// block `(q0, pairs)`; `kernel` runs one micro-panel of `rows` rows.
+/// block `(q0, pairs)`; `kernel` runs micro-panel `j` (of `rows` rows) of one
+/// weight panel block (line-aligned).
 fn sweep<T>(
     m: usize,
     w: &PackedWeight,
@@ -171,7 +190,7 @@ fn sweep<T>(
     accumulate: bool,
     (a, stride): (&mut Vec<T>, usize),
     mut pack: impl FnMut((usize, usize), (usize, usize), &mut Vec<T>),
-    mut kernel: impl FnMut(usize, usize, &[T], &[u16], &Prefetch<'_>, Tile<'_>),
+    mut kernel: impl FnMut(usize, usize, usize, &[T], &[u16], &Prefetch<'_>, Tile<'_>),
 ) {
     let n = w.n;
     let y_addr = y.as_ptr() as usize;
@@ -188,9 +207,9 @@ fn sweep<T>(
             pack((i0, rows), (q0, pairs), a);
             let micro_panels = rows.div_ceil(MR);
             for p in 0..w.panels {
-                let b = w.panel_from_with_lead(p, q0);
+                let b = w.panel_block(p, q0, pairs);
                 let next = next_weight_block(w, p, (q0, pairs), more_rows, next_k);
-                for (j, (r0, mr)) in blocks(rows, MR, MR).enumerate() {
+                for (j, (r0, mr)) in blocks(rows, MR, 1).enumerate() {
                     // The next tile down this panel, else the top of the next.
                     let next_tile = if r0 + mr < rows {
                         Some(tile_addr(i0 + r0 + mr, p * NR))
@@ -201,7 +220,7 @@ fn sweep<T>(
                         Prefetch { weights: prefetch_share(next, j, micro_panels), tile: next_tile };
                     let c = &mut y[(i0 + r0) * n + p * NR..];
                     let tile = Tile { c, ldc: n, cols: NR.min(n - p * NR), load_c };
-                    kernel(mr, pairs, &a[r0 * stride..(r0 + mr) * stride], b, &prefetch, tile);
+                    kernel(j, mr, pairs, &a[r0 * stride..(r0 + mr) * stride], b, &prefetch, tile);
                 }
             }
         }
@@ -279,33 +298,51 @@ fn pack_a_pairs(x: &[f32], k: usize, q0: usize, pairs: usize, a: &mut Vec<u32>) 
 }
 
 /// Instantiates a micro-kernel for each row count `1..=MR` and calls the one
-/// for `$rows`, so each tile keeps its accumulators in registers.
+/// for `$rows` (with any further const arguments after it), so each tile
+/// keeps its accumulators in registers.
 macro_rules! dispatch_rows {
-    ($rows:expr, $kernel:ident($($arg:expr),*)) => {
+    ($rows:expr, $kernel:ident$(<$($g:tt),+>)?($($arg:expr),*)) => {
         match $rows {
-            14 => $kernel::<14>($($arg),*),
-            13 => $kernel::<13>($($arg),*),
-            12 => $kernel::<12>($($arg),*),
-            11 => $kernel::<11>($($arg),*),
-            10 => $kernel::<10>($($arg),*),
-            9 => $kernel::<9>($($arg),*),
-            8 => $kernel::<8>($($arg),*),
-            7 => $kernel::<7>($($arg),*),
-            6 => $kernel::<6>($($arg),*),
-            5 => $kernel::<5>($($arg),*),
-            4 => $kernel::<4>($($arg),*),
-            3 => $kernel::<3>($($arg),*),
-            2 => $kernel::<2>($($arg),*),
-            1 => $kernel::<1>($($arg),*),
+            14 => $kernel::<14 $($(, $g)+)?>($($arg),*),
+            13 => $kernel::<13 $($(, $g)+)?>($($arg),*),
+            12 => $kernel::<12 $($(, $g)+)?>($($arg),*),
+            11 => $kernel::<11 $($(, $g)+)?>($($arg),*),
+            10 => $kernel::<10 $($(, $g)+)?>($($arg),*),
+            9 => $kernel::<9 $($(, $g)+)?>($($arg),*),
+            8 => $kernel::<8 $($(, $g)+)?>($($arg),*),
+            7 => $kernel::<7 $($(, $g)+)?>($($arg),*),
+            6 => $kernel::<6 $($(, $g)+)?>($($arg),*),
+            5 => $kernel::<5 $($(, $g)+)?>($($arg),*),
+            4 => $kernel::<4 $($(, $g)+)?>($($arg),*),
+            3 => $kernel::<3 $($(, $g)+)?>($($arg),*),
+            2 => $kernel::<2 $($(, $g)+)?>($($arg),*),
+            1 => $kernel::<1 $($(, $g)+)?>($($arg),*),
             r => unreachable!("a micro-panel has 1..={MR} rows, not {r}"),
         }
     };
 }
 const _: () = assert!(MR == 14, "dispatch_rows! lists the row counts 1..=MR");
 
+/// Runs the f32 micro-kernel for `rows` rows. With `widen`, it reads the
+/// bf16 panel block `src` and also writes its f32 values to `panel`;
+/// otherwise it reads `panel`, written by an earlier call.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw")]
-fn kernel_fma_rows(rows: usize, pairs: usize, a: &[f32], b: &[u16], prefetch: &Prefetch<'_>, tile: Tile<'_>) {
-    dispatch_rows!(rows, kernel_fma(pairs, a, b, prefetch, tile))
+fn kernel_fma_rows(
+    widen: bool,
+    rows: usize,
+    pairs: usize,
+    a: &[f32],
+    src: &[u16],
+    panel: &mut [F32Line],
+    prefetch: &Prefetch<'_>,
+    tile: Tile<'_>,
+) {
+    if widen {
+        dispatch_rows!(rows, kernel_fma<true>(pairs, a, src, panel, prefetch, tile))
+    } else {
+        dispatch_rows!(rows, kernel_fma<false>(pairs, a, &[], panel, prefetch, tile))
+    }
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
@@ -322,20 +359,21 @@ fn kernel_dpbf16_rows(
 
 /// Checks a micro-kernel's slices against its geometry, so the unchecked
 /// loads and stores that follow stay inside them: `r` activation rows of
-/// `per_pair · pairs` values at `stride`, a weight panel of `pairs` pairs led
-/// by one value, and an `r × cols` output tile.
+/// `per_pair · pairs` values at `stride`, a weight panel of `pairs` pairs of
+/// 128 bytes (bf16) or 256 bytes (f32) in `b_bytes`, and an `r × cols`
+/// output tile.
 fn check_tile(
     r: usize,
     pairs: usize,
     (a_len, stride, per_pair): (usize, usize, usize),
-    b_len: usize,
+    (b_bytes, b_per_pair): (usize, usize),
     tile: &Tile<'_>,
 ) {
     assert!(
         pairs * per_pair <= stride && a_len >= (r - 1) * stride + pairs * per_pair,
         "activation panel too short"
     );
-    assert!(b_len > pairs * 2 * LINE_U16, "weight panel too short");
+    assert!(b_bytes >= pairs * b_per_pair, "weight panel too short");
     assert!((1..=NR).contains(&tile.cols) && tile.cols <= tile.ldc, "tile has {} columns", tile.cols);
     assert!(tile.c.len() >= (r - 1) * tile.ldc + tile.cols, "output tile too short");
 }
@@ -365,33 +403,63 @@ fn prefetch_step(prefetch: &Prefetch<'_>, q: usize, r: usize, ldc: usize) {
 
 /// The f32 micro-kernel: `tile (+)= A · B` over `pairs` k-pairs.
 ///
-/// `a` holds the micro-panel's `R` rows at stride `A_STRIDE_F32`; `b` is a
-/// weight panel from the pair of interest on, led by one masked-off value
-/// (see `PackedWeight::panel_from_with_lead`).
+/// `a` holds the micro-panel's `R` rows at stride `A_STRIDE_F32`. The
+/// weights are `panel`, `[k][NR]` f32, four lines per pair. With `WIDEN`
+/// the kernel first makes them from the packed bf16 block `src`: in a word
+/// of line `2q + h`, the low half is column `16h + lane` of `k = 2q` and the
+/// high half that of `k = 2q + 1`, and a bf16 moved to the high half of a
+/// word is its exact f32. So the first row tile of each panel widens the
+/// weights (a shift, a masked load and a store per line, off the FMA ports
+/// but for the shift) and the others read them ready.
 #[target_feature(enable = "avx512f,avx512bw")]
-fn kernel_fma<const R: usize>(pairs: usize, a: &[f32], b: &[u16], prefetch: &Prefetch<'_>, tile: Tile<'_>) {
-    check_tile(R, pairs, (a.len(), A_STRIDE_F32, 2), b.len(), &tile);
+fn kernel_fma<const R: usize, const WIDEN: bool>(
+    pairs: usize,
+    a: &[f32],
+    src: &[u16],
+    panel: &mut [F32Line],
+    prefetch: &Prefetch<'_>,
+    tile: Tile<'_>,
+) {
+    check_tile(R, pairs, (a.len(), A_STRIDE_F32, 2), (size_of_val(panel), 4 * size_of::<F32Line>()), &tile);
+    assert!(!WIDEN || src.len() >= pairs * 2 * LINE_U16, "bf16 weight block too short");
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
-    let (mut pa, mut pb) = (a.as_ptr(), b.as_ptr());
+    let (mut pa, mut ps, mut pb) = (a.as_ptr(), src.as_ptr(), panel.as_mut_ptr().cast::<f32>());
     for q in 0..pairs {
         prefetch_step(prefetch, q, R, tile.ldc);
         // SAFETY: `check_tile` holds `a.len() ≥ (R−1)·A_STRIDE_F32 + 2·pairs`
-        // and `b.len() ≥ 1 + 64·pairs`. Iteration `q` reads
-        // `pa[i·A_STRIDE_F32 + {0, 1}]` for `i < R` with `pa = a + 2q`, and
-        // `pb[0..65]` with `pb = b + 64q` (the loads from `pb` and `pb + 32`
-        // keep odd lanes only, so their lane 0 is never read); all inside.
+        // and `panel` ≥ `4·pairs` lines, and with `WIDEN` `src` holds
+        // `64·pairs` values (asserted above). Iteration `q` reads
+        // `pa[i·A_STRIDE_F32 + {0, 1}]` for `i < R` with `pa = a + 2q`,
+        // `pb[0..64]` with `pb = panel + 64q` (64-byte aligned: `F32Line`),
+        // and with `WIDEN` `ps[0..64]` with `ps = src + 64q` (64-byte aligned:
+        // a block of `PackedWeight` lines, see `sweep`), writing `pb[0..64]`;
+        // all inside.
         unsafe {
-            // Keeping the high halves of the words one value early gives the
-            // f32 weights of k = 2q, at the words themselves those of 2q + 1.
-            let even0 = _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(HIGH_HALVES, pb.cast()));
-            let even1 = _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(HIGH_HALVES, pb.add(LINE_U16).cast()));
+            let (even0, even1, odd0, odd1);
+            if WIDEN {
+                even0 = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_load_si512(ps.cast())));
+                even1 =
+                    _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_load_si512(ps.add(LINE_U16).cast())));
+                _mm512_store_ps(pb, even0);
+                _mm512_store_ps(pb.add(16), even1);
+            } else {
+                (even0, even1) = (_mm512_load_ps(pb), _mm512_load_ps(pb.add(16)));
+            }
             fma_step::<R>(&mut acc, pa, even0, even1);
-            let odd0 = _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(HIGH_HALVES, pb.add(1).cast()));
-            let odd1 =
-                _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(HIGH_HALVES, pb.add(1 + LINE_U16).cast()));
+            if WIDEN {
+                odd0 = _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(HIGH_HALVES, ps.cast()));
+                odd1 = _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(HIGH_HALVES, ps.add(LINE_U16).cast()));
+                _mm512_store_ps(pb.add(32), odd0);
+                _mm512_store_ps(pb.add(48), odd1);
+            } else {
+                (odd0, odd1) = (_mm512_load_ps(pb.add(32)), _mm512_load_ps(pb.add(48)));
+            }
             fma_step::<R>(&mut acc, pa.add(1), odd0, odd1);
             pa = pa.add(2);
-            pb = pb.add(2 * LINE_U16);
+            pb = pb.add(4 * 16);
+            if WIDEN {
+                ps = ps.add(2 * LINE_U16);
+            }
         }
     }
     store_tile(&acc, tile);
@@ -427,18 +495,16 @@ fn kernel_dpbf16<const R: usize>(
     prefetch: &Prefetch<'_>,
     tile: Tile<'_>,
 ) {
-    check_tile(R, pairs, (a.len(), A_STRIDE_PAIRS, 1), b.len(), &tile);
+    check_tile(R, pairs, (a.len(), A_STRIDE_PAIRS, 1), (size_of_val(b), 2 * size_of::<Line>()), &tile);
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
-    // Past the lead value the pairs are line-aligned.
-    let (mut pa, mut pb) = (a.as_ptr(), b[1..].as_ptr());
+    let (mut pa, mut pb) = (a.as_ptr(), b.as_ptr());
     for q in 0..pairs {
         prefetch_step(prefetch, q, R, tile.ldc);
         // SAFETY: `check_tile` holds `a.len() ≥ (R−1)·A_STRIDE_PAIRS + pairs`
-        // and `b.len() − 1 ≥ 64·pairs`; iteration `q` reads
+        // and `b.len() ≥ 64·pairs`; iteration `q` reads
         // `pa[i·A_STRIDE_PAIRS]` for `i < R` with `pa = a + q`, and `pb[0..64]`
-        // with `pb = b + 1 + 64q`. `b + 1` is a line boundary of
-        // `PackedWeight::data` (64-byte aligned `Line`s), as the aligned
-        // loads require.
+        // with `pb = b + 64q`. `b` starts on a line of `PackedWeight::data`
+        // (64-byte aligned `Line`s), as the aligned loads require.
         unsafe {
             let b0: __m512bh = std::mem::transmute(_mm512_load_si512(pb.cast()));
             let b1: __m512bh = std::mem::transmute(_mm512_load_si512(pb.add(LINE_U16).cast()));
