@@ -13,7 +13,7 @@ use gonka_engine::inference::{Event, GenerateRequest, ServedModel, Server, Serve
 use gonka_kernels::gemm::Precision;
 use gonka_kernels::llm::artifact::{Claim, Thresholds, Verdict, check, generate};
 use gonka_kernels::llm::gguf::default_model_path;
-use gonka_kernels::llm::llama::{LlamaScratch, Outputs, SeqStep};
+use gonka_kernels::llm::llama::{LlamaScratch, Outputs, Products, SeqStep};
 use gonka_kernels::llm::sampling::SamplingParams;
 use gonka_kernels::llm::tokenizer::ChatMessage;
 use serde_json::json;
@@ -308,8 +308,10 @@ pub struct EvalArgs {
     /// Only the validator's cost figure.
     #[arg(long)]
     cost_only: bool,
-    /// The validator's activations: f32, bf16, or int8 (rounded to 8 bits per
-    /// block of 32 before every product: what an 8-bit kernel would see).
+    /// The validator's products: f32, bf16 (activations rounded to bf16),
+    /// int16 (16-bit activations per block of 32 times the integer quants,
+    /// the VNNI check kernel), or int8 (activations rounded to 8 bits per
+    /// block of 32 before f32 products: what an 8-bit kernel would see).
     #[arg(long, default_value = "f32")]
     validator: String,
 }
@@ -370,8 +372,11 @@ fn complete(
 
 fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     let mut base = load(&a.model)?;
+    // Every validator but int16 multiplies in f32.
+    base.llama.set_check_products(Products::F32);
     match a.validator.as_str() {
         "int8" => base.llama.set_int8_activations(true),
+        "int16" => base.llama.set_check_products(Products::Int16),
         other => base.llama.set_precision(precision(other)?),
     }
     let validator = &base.llama;

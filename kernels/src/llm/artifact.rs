@@ -273,8 +273,10 @@ pub fn check(
     let mut input = claim.prompt.to_vec();
     input.extend_from_slice(&claim.output[..n - 1]);
     let mut cache = model.new_cache();
-    let out = model
-        .step(&mut [SeqStep { cache: &mut cache, tokens: &input, outputs: Outputs::Tail(n) }], scratch)?;
+    let out = model.step_check(
+        &mut [SeqStep { cache: &mut cache, tokens: &input, outputs: Outputs::Tail(n) }],
+        scratch,
+    )?;
     let (v, d) = (model.config().vocab, model.config().d_model);
     let basis = DigestBasis::new(d);
     // Each position is judged on its own (two full-vocabulary passes of

@@ -25,7 +25,7 @@
 use rayon::prelude::*;
 use thiserror::Error;
 
-use super::qmatmul::{QMatrix, QMatrixError};
+use super::qmatmul::{QMatrix, QMatrixError, int16_is_fast};
 use crate::gemm::Precision;
 use crate::simd::{exp_f32, rms_norm_rows, swiglu_rows};
 
@@ -159,6 +159,28 @@ pub struct Llama {
     /// Activations rounded to 8 bits per block of 32 before every product
     /// (for studies of an 8-bit validator's drift); overrides `precision`.
     int8_activations: bool,
+    /// How [`Llama::step_check`] multiplies.
+    check_products: Products,
+}
+
+/// How a pass multiplies activations by the weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Products {
+    /// f32 activations times the exactly decoded weights: what executors run.
+    #[default]
+    F32,
+    /// Activations rounded to 16 bits per block of 32 inputs times the
+    /// weights' integer quants ([`QMatrix::matmul_int16`]).
+    Int16,
+}
+
+impl Products {
+    /// What checks run unless told otherwise: `Int16` where the CPU has
+    /// AVX512-VNNI (twice the multiply-adds per instruction of f32), `F32`
+    /// elsewhere.
+    pub fn for_checks() -> Self {
+        if int16_is_fast() { Products::Int16 } else { Products::F32 }
+    }
 }
 
 fn stack(name: String, parts: &[&QMatrix]) -> Result<QMatrix, LlamaError> {
@@ -205,6 +227,7 @@ impl Llama {
             precision: Precision::F32,
             skip_last: 0,
             int8_activations: false,
+            check_products: Products::for_checks(),
         })
     }
 
@@ -231,6 +254,25 @@ impl Llama {
     /// validator's drift would be (the products themselves stay f32).
     pub fn set_int8_activations(&mut self, on: bool) {
         self.int8_activations = on;
+    }
+
+    /// How [`Llama::step_check`] multiplies (by default
+    /// [`Products::for_checks`]).
+    pub fn set_check_products(&mut self, products: Products) {
+        self.check_products = products;
+    }
+
+    /// How [`Llama::step_check`] multiplies.
+    pub fn check_products(&self) -> Products {
+        self.check_products
+    }
+
+    /// `y = x · Wᵀ` on `products`.
+    fn product(products: Products, w: &QMatrix, x: &[f32], m: usize, y: &mut [f32]) {
+        match products {
+            Products::F32 => w.matmul(x, m, y),
+            Products::Int16 => w.matmul_int16(x, m, y),
+        }
     }
 
     /// Whether activations are rounded before the products.
@@ -389,6 +431,25 @@ impl Llama {
     ///
     /// On an error nothing is appended.
     pub fn step(&self, seqs: &mut [SeqStep<'_>], s: &mut LlamaScratch) -> Result<StepOutput, LlamaError> {
+        self.step_with(seqs, s, Products::F32)
+    }
+
+    /// [`Llama::step`] on the check products (see
+    /// [`Llama::set_check_products`]): a validator's teacher-forced pass.
+    pub fn step_check(
+        &self,
+        seqs: &mut [SeqStep<'_>],
+        s: &mut LlamaScratch,
+    ) -> Result<StepOutput, LlamaError> {
+        self.step_with(seqs, s, self.check_products)
+    }
+
+    fn step_with(
+        &self,
+        seqs: &mut [SeqStep<'_>],
+        s: &mut LlamaScratch,
+        products: Products,
+    ) -> Result<StepOutput, LlamaError> {
         let c = &self.config;
         let mut places = Vec::new();
         for (i, seq) in seqs.iter().enumerate() {
@@ -410,8 +471,8 @@ impl Llama {
         }
         let run = self.layers.len() - self.skip_last;
         for (l, layer) in self.layers.iter().enumerate().take(run) {
-            self.attention_block(l, layer, seqs, &places, s);
-            self.ffn_block(layer, rows, s);
+            self.attention_block(l, layer, seqs, &places, s, products);
+            self.ffn_block(layer, rows, s, products);
         }
         if run < self.layers.len() {
             // The caches of skipped blocks still need one entry per token.
@@ -427,7 +488,7 @@ impl Llama {
         for seq in seqs.iter_mut() {
             seq.cache.len += seq.tokens.len();
         }
-        Ok(self.outputs(seqs, s))
+        Ok(self.outputs(seqs, s, products))
     }
 
     fn attention_block(
@@ -437,6 +498,7 @@ impl Llama {
         seqs: &mut [SeqStep<'_>],
         places: &[RowPlace],
         s: &mut LlamaScratch,
+        products: Products,
     ) {
         let c = &self.config;
         let (d, e, rows) = (c.d_model, c.head_dim, places.len());
@@ -444,7 +506,7 @@ impl Llama {
         norm_rows(&s.x, d, c.rms_eps, &layer.attn_norm, &mut s.a);
         self.round(&mut s.a);
         s.qkv.resize(rows * qkv_dim, 0.0);
-        layer.wqkv.matmul(&s.a, rows, &mut s.qkv);
+        Self::product(products, &layer.wqkv, &s.a, rows, &mut s.qkv);
         for (row, place) in s.qkv.chunks_exact_mut(qkv_dim).zip(places) {
             let table = &self.rope[place.pos * e / 2..(place.pos + 1) * e / 2];
             // q and k heads are adjacent in the row; v follows untouched.
@@ -488,26 +550,26 @@ impl Llama {
         }
         s.tmp.resize(rows * d, 0.0);
         self.round(&mut s.attn);
-        layer.wo.matmul(&s.attn, rows, &mut s.tmp);
+        Self::product(products, &layer.wo, &s.attn, rows, &mut s.tmp);
         add(&mut s.x, &s.tmp);
     }
 
-    fn ffn_block(&self, layer: &Layer, rows: usize, s: &mut LlamaScratch) {
+    fn ffn_block(&self, layer: &Layer, rows: usize, s: &mut LlamaScratch, products: Products) {
         let c = &self.config;
         let (d, f) = (c.d_model, c.ffn);
         norm_rows(&s.x, d, c.rms_eps, &layer.ffn_norm, &mut s.a);
         self.round(&mut s.a);
         s.ffn.resize(rows * 2 * f, 0.0);
-        layer.w13.matmul(&s.a, rows, &mut s.ffn);
+        Self::product(products, &layer.w13, &s.a, rows, &mut s.ffn);
         s.h.resize(rows * f, 0.0);
         swiglu_rows(&s.ffn, f, &mut s.h);
         self.round(&mut s.h);
         s.tmp.resize(rows * d, 0.0);
-        layer.w2.matmul(&s.h, rows, &mut s.tmp);
+        Self::product(products, &layer.w2, &s.h, rows, &mut s.tmp);
         add(&mut s.x, &s.tmp);
     }
 
-    fn outputs(&self, seqs: &[SeqStep<'_>], s: &mut LlamaScratch) -> StepOutput {
+    fn outputs(&self, seqs: &[SeqStep<'_>], s: &mut LlamaScratch, products: Products) -> StepOutput {
         let c = &self.config;
         let d = c.d_model;
         let mut picked = Vec::new();
@@ -537,9 +599,9 @@ impl Llama {
         if self.rounds() {
             let mut input = hidden.clone();
             self.round(&mut input);
-            head.matmul(&input, picked.len(), &mut logits);
+            Self::product(products, head, &input, picked.len(), &mut logits);
         } else {
-            head.matmul(&hidden, picked.len(), &mut logits);
+            Self::product(products, head, &hidden, picked.len(), &mut logits);
         }
         StepOutput { logits, hidden, rows_per_seq }
     }

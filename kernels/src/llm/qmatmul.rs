@@ -38,6 +38,10 @@ use half::f16;
 use rayon::prelude::*;
 use thiserror::Error;
 
+mod int16;
+
+pub use int16::int16_is_fast;
+
 /// Weights per quantization block (every block format here).
 pub const BLOCK: usize = 32;
 
@@ -819,7 +823,7 @@ mod tests {
     }
 
     /// Blocks of `format` filled from a seeded stream, with small sane scales.
-    fn random_matrix(format: WeightFormat, n: usize, k: usize, seed: u8) -> QMatrix {
+    pub(super) fn random_matrix(format: WeightFormat, n: usize, k: usize, seed: u8) -> QMatrix {
         let bytes = n * k / BLOCK * format.block_bytes();
         let mut data: Vec<u8> = words(seed, bytes.div_ceil(4)).iter().flat_map(|w| w.to_le_bytes()).collect();
         data.truncate(bytes);
@@ -847,11 +851,11 @@ mod tests {
         QMatrix::new(format, n, k, data).expect("sizes match")
     }
 
-    fn activations(m: usize, k: usize, seed: u8) -> Vec<f32> {
+    pub(super) fn activations(m: usize, k: usize, seed: u8) -> Vec<f32> {
         words(seed, m * k).iter().map(|w| (*w % 20001) as f32 / 10000.0 - 1.0).collect()
     }
 
-    fn reference(w: &QMatrix, x: &[f32], m: usize) -> Vec<f64> {
+    pub(super) fn reference(w: &QMatrix, x: &[f32], m: usize) -> Vec<f64> {
         let mut row = vec![0f32; w.k];
         let mut y = vec![0f64; m * w.n];
         for j in 0..w.n {
@@ -1011,14 +1015,20 @@ mod speed {
             let mut y = vec![0f32; m * n];
             let reps = (256 / m).max(3);
             let quant = seconds(reps, || q.matmul(&x, m, &mut y));
+            let int16 = seconds(reps, || q.matmul_int16(&x, m, &mut y));
             let bf16 = seconds(reps, || matmul(&x, m, &packed, &mut y, false, Precision::F32, &mut scratch));
+            let rate = |t: f64| 2.0 * (m * n * k) as f64 / t / 1e9;
             eprintln!(
-                "m={m:>3}: blocks {:.3} ms ({:.1} GFLOP/s), bf16 {:.3} ms ({:.1} GFLOP/s), blocks/bf16 time {:.2}",
+                "m={m:>3}: blocks {:.3} ms ({:.1} GFLOP/s), int16 {:.3} ms ({:.1}), bf16 {:.3} ms ({:.1}), \
+                 blocks/bf16 time {:.2}, int16/blocks {:.2}",
                 quant * 1e3,
-                2.0 * (m * n * k) as f64 / quant / 1e9,
+                rate(quant),
+                int16 * 1e3,
+                rate(int16),
                 bf16 * 1e3,
-                2.0 * (m * n * k) as f64 / bf16 / 1e9,
-                quant / bf16
+                rate(bf16),
+                quant / bf16,
+                int16 / quant
             );
         }
     }
