@@ -41,14 +41,20 @@ const PAIRS: usize = BLOCK / 2;
 const GROUP_BLOCK_WORDS: usize = PAIRS * GROUP * LANES;
 
 /// Activations rounded to 16 bits per block of 32, with each block's scale
-/// and f32 sum.
+/// and f32 sum, laid out tile by tile for the kernel: the rows split into
+/// register tiles of nearly equal height `h ≤ 7`, and inside a tile the
+/// values of its rows side by side, so that one pointer and constant offsets
+/// reach them all.
 #[derive(Debug, Default)]
 struct Quantized {
-    /// `[m][k]`, read as `[m][k/2]` pairs.
-    q: Vec<i16>,
-    /// `s` of each block, `[m][nb]`.
+    /// `(first row, rows)` of each tile, in order.
+    tiles: Vec<(usize, usize)>,
+    /// Per tile (from `first row · k/2`): `[k/2][h]` words, each the i16
+    /// pair of inputs `2t`, `2t + 1` (low half first).
+    q: Vec<u32>,
+    /// Per tile (from `first row · nb`): `s` of each block, `[nb][h]`.
     scale: Vec<f32>,
-    /// `Σ x` of each block, `[m][nb]`.
+    /// Per tile, like `scale`: `Σ x` of each block.
     sum: Vec<f32>,
 }
 
@@ -112,13 +118,12 @@ impl QMatrix {
         decode_group(&panel, buf, simd);
         let (k, nb) = (self.k, panel.nb);
         let mut tile = [[0f32; GROUP_COLS]; super::TILE_ROWS];
-        let mut i = 0;
-        while i < m {
-            let rows = (m - i).div_ceil((m - i).div_ceil(ROWS));
+        for &(r0, rows) in &xq.tiles {
+            debug_assert!(r0 + rows <= m);
             let rows_of = Rows {
-                q: &xq.q[i * k..(i + rows) * k],
-                scale: &xq.scale[i * nb..(i + rows) * nb],
-                sum: &xq.sum[i * nb..(i + rows) * nb],
+                q: &xq.q[r0 * k / 2..(r0 + rows) * k / 2],
+                scale: &xq.scale[r0 * nb..(r0 + rows) * nb],
+                sum: &xq.sum[r0 * nb..(r0 + rows) * nb],
                 k,
             };
             #[cfg(target_arch = "x86_64")]
@@ -134,55 +139,71 @@ impl QMatrix {
                 let _ = simd;
                 tile_portable(&rows_of, rows, buf, &mut tile);
             }
-            // SAFETY: rows `i .. i + rows` are below `m`; columns as the
+            // SAFETY: rows `r0 .. r0 + rows` are below `m`; columns as the
             // caller promised.
-            unsafe { write_tile(&tile, i, rows, g * GROUP_COLS, cols, self.n, out) };
-            i += rows;
+            unsafe { write_tile(&tile, r0, rows, g * GROUP_COLS, cols, self.n, out) };
         }
     }
 }
 
-/// The activations of one register tile.
+/// The activations of one register tile of `h` rows (see [`Quantized`]).
 struct Rows<'a> {
-    /// `[rows][k]`.
-    q: &'a [i16],
-    /// `[rows][nb]`.
+    /// `[k/2][h]` pair words.
+    q: &'a [u32],
+    /// `[nb][h]`.
     scale: &'a [f32],
-    /// `[rows][nb]`.
+    /// `[nb][h]`.
     sum: &'a [f32],
     k: usize,
 }
 
-/// Rows of activations rounded per parallel task.
-const QUANTIZE_ROWS_PER_TASK: usize = 16;
-
-/// Rounds the rows of `x` (row length `k`, whole blocks) into `out`, rows
-/// in parallel.
+/// Rounds the rows of `x` (row length `k`, whole blocks) into `out`, tile by
+/// tile in parallel.
 fn quantize(x: &[f32], k: usize, out: &mut Quantized, simd: bool) {
-    let blocks = x.len() / BLOCK;
-    let nb = k / BLOCK;
+    let (m, nb, pairs) = (x.len() / k, k / BLOCK, k / 2);
     debug_assert!(k.is_multiple_of(BLOCK));
-    out.q.resize(x.len(), 0);
-    out.scale.resize(blocks, 0.0);
-    out.sum.resize(blocks, 0.0);
-    let rows = QUANTIZE_ROWS_PER_TASK;
-    x.par_chunks(rows * k)
-        .zip(out.q.par_chunks_mut(rows * k))
-        .zip(out.scale.par_chunks_mut(rows * nb).zip(out.sum.par_chunks_mut(rows * nb)))
-        .for_each(|((x, q), (scale, sum))| {
-            for (((xs, qs), scale), sum) in
-                x.chunks_exact(BLOCK).zip(q.chunks_exact_mut(BLOCK)).zip(scale).zip(sum)
-            {
+    out.tiles.clear();
+    let mut r0 = 0;
+    while r0 < m {
+        let rows = (m - r0).div_ceil((m - r0).div_ceil(ROWS));
+        out.tiles.push((r0, rows));
+        r0 += rows;
+    }
+    out.q.resize(m * pairs, 0);
+    out.scale.resize(m * nb, 0.0);
+    out.sum.resize(m * nb, 0.0);
+    // Each tile's share of the three buffers, split off in order.
+    let mut jobs = Vec::with_capacity(out.tiles.len());
+    let (mut q, mut scale, mut sum) = (&mut out.q[..], &mut out.scale[..], &mut out.sum[..]);
+    for &(r0, rows) in &out.tiles {
+        let (tq, rest_q) = std::mem::take(&mut q).split_at_mut(rows * pairs);
+        let (ts, rest_s) = std::mem::take(&mut scale).split_at_mut(rows * nb);
+        let (tm, rest_m) = std::mem::take(&mut sum).split_at_mut(rows * nb);
+        (q, scale, sum) = (rest_q, rest_s, rest_m);
+        jobs.push((&x[r0 * k..(r0 + rows) * k], rows, tq, ts, tm));
+    }
+    jobs.into_par_iter().for_each(|(x, h, q, scale, sum)| {
+        let mut block = [0i16; BLOCK];
+        for (r, row) in x.chunks_exact(k).enumerate() {
+            for (b, xs) in row.chunks_exact(BLOCK).enumerate() {
+                let (at, mut s, mut total) = (b * h + r, 0f32, 0f32);
                 #[cfg(target_arch = "x86_64")]
                 if simd {
                     // SAFETY: AVX-512F is present (VNNI implies it, see
-                    // `avx512_vnni`); the slices are whole blocks.
-                    unsafe { x86::quantize_block(xs, qs, scale, sum) };
-                    continue;
+                    // `avx512_vnni`); both slices are whole blocks.
+                    unsafe { x86::quantize_block(xs, &mut block, &mut s, &mut total) };
+                } else {
+                    quantize_block(xs, &mut block, &mut s, &mut total);
                 }
-                quantize_block(xs, qs, scale, sum);
+                #[cfg(not(target_arch = "x86_64"))]
+                quantize_block(xs, &mut block, &mut s, &mut total);
+                (scale[at], sum[at]) = (s, total);
+                for (t, pair) in block.chunks_exact(2).enumerate() {
+                    q[(b * PAIRS + t) * h + r] = u32::from(pair[0] as u16) | u32::from(pair[1] as u16) << 16;
+                }
             }
-        });
+        }
+    });
     #[cfg(not(target_arch = "x86_64"))]
     let _ = simd;
 }
@@ -286,15 +307,14 @@ fn tile_portable(
         for b in 0..nb {
             let words = &buf.words[b * GROUP_BLOCK_WORDS..(b + 1) * GROUP_BLOCK_WORDS];
             let sc = &buf.scales[b * 4 * LANES..(b + 1) * 4 * LANES];
-            let xs = &x.q[r * x.k + b * BLOCK..][..BLOCK];
-            let (s, sum) = (x.scale[r * nb + b], x.sum[r * nb + b]);
+            let (s, sum) = (x.scale[b * rows + r], x.sum[b * rows + r]);
+            let half = |w: u32, high: bool| i32::from((if high { w >> 16 } else { w }) as u16 as i16);
             for (c, o) in out.iter_mut().enumerate() {
                 let (p, lane) = (c / LANES, c % LANES);
                 let mut acc = 0i32;
                 for t in 0..PAIRS {
-                    let w = words[(t * GROUP + p) * LANES + lane];
-                    acc += i32::from(w as u16 as i16) * i32::from(xs[2 * t])
-                        + i32::from((w >> 16) as u16 as i16) * i32::from(xs[2 * t + 1]);
+                    let (w, a) = (words[(t * GROUP + p) * LANES + lane], x.q[(b * PAIRS + t) * rows + r]);
+                    acc += half(w, false) * half(a, false) + half(w, true) * half(a, true);
                 }
                 let (d, m) = (sc[c], sc[GROUP_COLS + c]);
                 *o = m.mul_add(sum, (acc as f32).mul_add(d * s, *o));
@@ -509,7 +529,7 @@ mod x86 {
         tile: &mut [[f32; GROUP_COLS]; TILE_ROWS],
     ) {
         let (k, nb) = (x.k, x.k / BLOCK);
-        assert!(R <= ROWS && x.q.len() >= R * k && x.scale.len() >= R * nb && x.sum.len() >= R * nb);
+        assert!(R <= ROWS && x.q.len() >= R * k / 2 && x.scale.len() >= R * nb && x.sum.len() >= R * nb);
         assert!(buf.words.len() >= nb * GROUP_BLOCK_WORDS && buf.scales.len() >= nb * 4 * LANES);
         let mut out = [[_mm512_setzero_ps(); GROUP]; R];
         let (xp, wp, sp) = (x.q.as_ptr(), buf.words.as_ptr(), buf.scales.as_ptr());
@@ -522,9 +542,8 @@ mod x86 {
                     (_mm512_loadu_si512(at.cast()), _mm512_loadu_si512(at.add(LANES).cast()))
                 };
                 for (r, acc_r) in acc.iter_mut().enumerate() {
-                    // SAFETY: the pair at `r·k + 32b + 2t` is inside row `r < R`.
-                    let pair = unsafe { xp.add(r * k + b * BLOCK + 2 * t).cast::<i32>().read_unaligned() };
-                    let a = _mm512_set1_epi32(pair);
+                    // SAFETY: word `(16b + t)·R + r < (k/2)·R` (asserted above).
+                    let a = _mm512_set1_epi32(unsafe { *xp.add((b * PAIRS + t) * R + r) } as i32);
                     // SAFETY: AVX512-VNNI is present (this function's features).
                     unsafe {
                         dpwssd(&mut acc_r[0], a, w0);
@@ -541,9 +560,8 @@ mod x86 {
                 )
             };
             for (r, (acc_r, out_r)) in acc.iter().zip(out.iter_mut()).enumerate() {
-                // SAFETY: `r < R` and `b < nb`: inside `scale` and `sum` (asserted above).
-                let (s, sum) =
-                    unsafe { (*x.scale.as_ptr().add(r * nb + b), *x.sum.as_ptr().add(r * nb + b)) };
+                // SAFETY: `b·R + r < nb·R`: inside `scale` and `sum` (asserted above).
+                let (s, sum) = unsafe { (*x.scale.as_ptr().add(b * R + r), *x.sum.as_ptr().add(b * R + r)) };
                 let (s, sum) = (_mm512_set1_ps(s), _mm512_set1_ps(sum));
                 for p in 0..GROUP {
                     let y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc_r[p]), _mm512_mul_ps(d[p], s), out_r[p]);
