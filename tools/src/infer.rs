@@ -391,7 +391,7 @@ fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     if a.cost_only {
         return cost(a, &honest_model.llama, &judge, &cases, &stop, &mut s);
     }
-    println!("validator: {} activations, thresholds {thresholds:?}", a.validator);
+    println!("validator: --validator {}, thresholds {thresholds:?}", a.validator);
     println!(
         "{:<16} {:>6} {:>7}   p50 / p99 / max over completions of their worst: {:>20} {:>16} {:>20}",
         "executor", "cases", "passed", "Δ logprob", "digest bits", "token gap"
