@@ -87,8 +87,8 @@ fn ranked<'s>(
 ) -> &'s [u32] {
     order.clear();
     masses.clear();
-    order.extend(0..logits.len() as u32);
     if mass_wanted >= 1.0 {
+        order.extend(0..logits.len() as u32);
         return order;
     }
     let t = p.temperature as f64;
@@ -97,8 +97,45 @@ fn ranked<'s>(
     // Only tokens within e^-40 of the most probable can be in a nucleus: all
     // the others together weigh less than V·e^-40 (2e-13 for 49 152 tokens),
     // and an f32 `top_p` below 1 is at most 1 − 6e-8. Sorting just those gives
-    // the same nucleus as sorting the whole vocabulary.
-    order.retain(|&i| (logits[i as usize] as f64 - max) / t > -NUCLEUS_CUTOFF);
+    // the same nucleus as sorting the whole vocabulary. Most nuclei need far
+    // fewer, so the candidates are first only the tokens within a narrower
+    // `cutoff` (see `first_cutoff`), widened to the full one when their mass
+    // falls short. Either way they are a prefix of the full order (every
+    // token above a value), so their order and masses are the full sort's.
+    let mut cutoff = first_cutoff(logits, max, t);
+    let keep = loop {
+        // Every token above one value: a prefix of the full order whatever
+        // the rounding of that value. Branch-free, as most tokens are out.
+        let above = (max - cutoff * t) as f32;
+        order.resize(logits.len(), 0);
+        let mut n = 0;
+        for (i, &l) in logits.iter().enumerate() {
+            order[n] = i as u32;
+            n += usize::from(l > above);
+        }
+        order.truncate(n);
+        if let Some(keep) = nucleus_prefix(logits, (max, t, z), mass_wanted, order, masses) {
+            break keep;
+        }
+        if cutoff >= NUCLEUS_CUTOFF {
+            break order.len();
+        }
+        cutoff = NUCLEUS_CUTOFF;
+    };
+    &order[..keep]
+}
+
+/// Sorts the most probable of the candidates `order` first, only as far as
+/// their running masses (kept in `masses`) reach `mass_wanted`, and says how
+/// many that took; `None` when all of them fall short (all are then sorted
+/// and in `masses`).
+fn nucleus_prefix(
+    logits: &[f32],
+    (max, t, z): (f64, f64, f64),
+    mass_wanted: f64,
+    order: &mut [u32],
+    masses: &mut Vec<f64>,
+) -> Option<usize> {
     // Most probable first; the id decides between equal logits, so the order
     // is a function of the values alone.
     let most_probable_first =
@@ -108,28 +145,49 @@ fn ranked<'s>(
     // The first `k` of the full order are the same tokens in the same order,
     // so the masses add up exactly as a full sort's would.
     let mut k = NUCLEUS_FIRST_GUESS.min(order.len());
-    let keep = loop {
+    loop {
         if k < order.len() {
             order.select_nth_unstable_by(k - 1, most_probable_first);
         }
         order[..k].sort_unstable_by(most_probable_first);
         masses.clear();
         let mut mass = 0.0;
-        let mut keep = 0;
-        for &i in &order[..k] {
-            keep += 1;
+        for (n, &i) in order[..k].iter().enumerate() {
             mass += exp_f64((logits[i as usize] as f64 - max) / t) / z;
             masses.push(mass);
             if mass >= mass_wanted {
-                break;
+                return Some(n + 1);
             }
         }
-        if mass >= mass_wanted || k == order.len() {
-            break keep;
+        if k == order.len() {
+            return None;
         }
         k = (k * 4).min(order.len());
-    };
-    &order[..keep]
+    }
+}
+
+/// Cutoffs tried first (tempered logits below the best), narrowest first.
+const FIRST_CUTOFFS: [f32; 4] = [2.0, 4.0, 8.0, 16.0];
+
+/// The narrowest of [`FIRST_CUTOFFS`] that keeps at least
+/// [`NUCLEUS_FIRST_GUESS`] tokens (counted in f32, one vectorised pass),
+/// else `NUCLEUS_CUTOFF`. Only a guess: `ranked` widens it when the nucleus
+/// needs more.
+fn first_cutoff(logits: &[f32], max: f64, t: f64) -> f64 {
+    let top = max as f32;
+    let bounds = FIRST_CUTOFFS.map(|c| c * t as f32);
+    let mut counts = [0u32; FIRST_CUTOFFS.len()];
+    for &l in logits {
+        let below = top - l;
+        for (n, &b) in counts.iter_mut().zip(&bounds) {
+            *n += u32::from(below < b);
+        }
+    }
+    FIRST_CUTOFFS
+        .iter()
+        .zip(counts)
+        .find(|&(_, n)| n as usize >= NUCLEUS_FIRST_GUESS)
+        .map_or(NUCLEUS_CUTOFF, |(&c, _)| f64::from(c))
 }
 
 /// The perturbed score of every token of the nucleus of mass `mass`.
@@ -269,8 +327,13 @@ mod tests {
         // The selection in `ranked` against sorting every candidate.
         let mut order = Vec::new();
         let mut masses = Vec::new();
-        for (v, seed, temperature) in [(700, 1u8, 0.8f32), (5000, 2, 0.3), (5000, 3, 2.0), (49_152, 4, 0.8)] {
-            let mut l = logits(v, seed);
+        // Spread, peaked (a few tokens far above the rest), nearly flat, and
+        // in steps of a quarter.
+        let shapes: [fn(f32) -> f32; 4] =
+            [|x| x, |x| if x > 29.9 { x } else { x / 4.0 }, |x| x / 60.0, |x| (x * 4.0).round() / 4.0];
+        let cases = [(700, 1u8, 0.8f32), (5000, 2, 0.3), (5000, 3, 2.0), (49_152, 4, 0.8), (49_152, 5, 1.0)];
+        for ((v, seed, temperature), shape) in cases.into_iter().flat_map(|c| shapes.map(|s| (c, s))) {
+            let mut l: Vec<f32> = logits(v, seed).into_iter().map(shape).collect();
             // Ties, which the id decides.
             l[7] = l[3];
             l[9] = l[3];

@@ -239,3 +239,53 @@ fn print_check_pass() {
     times.sort_by(f64::total_cmp);
     eprintln!("check pass, 166 rows, head on 128: median {:.1} ms of {reps}", times[reps / 2]);
 }
+
+/// The per-position work of a check for development (`--ignored
+/// --nocapture`): the token rule and the record of each position of a real
+/// completion (the longest golden prompt, 128 tokens sampled at temperature
+/// 0.8, top-p 0.95), on one thread.
+#[test]
+#[ignore]
+fn print_judging() {
+    use gonka_kernels::llm::artifact::{DigestBasis, generate, record};
+    use gonka_kernels::llm::sampling::{SamplerScratch, SamplingParams, sample, token_gap};
+    let Some(model) = model() else { return };
+    let g = golden();
+    let prompt = g["prompts"]
+        .as_array()
+        .expect("prompts")
+        .iter()
+        .map(|p| ids(&p["ids"]))
+        .max_by_key(Vec::len)
+        .expect("a prompt");
+    let p = SamplingParams { temperature: 0.8, top_p: 0.95, seed: 3 };
+    let mut s = LlamaScratch::default();
+    let done = generate(&model, &prompt, &p, 128, &[], &mut s).expect("fits");
+    let n = done.output.len();
+    let mut input = prompt.clone();
+    input.extend_from_slice(&done.output[..n - 1]);
+    let mut cache = model.new_cache();
+    let out = model
+        .step(&mut [SeqStep { cache: &mut cache, tokens: &input, outputs: Outputs::Tail(n) }], &mut s)
+        .expect("fits");
+    let (v, d) = (model.config().vocab, model.config().d_model);
+    let basis = DigestBasis::new(d);
+    let mut sampler = SamplerScratch::default();
+    let position = |i: usize| (prompt.len() + i) as u32;
+    let per_position = |f: &mut dyn FnMut(&[f32], usize)| {
+        let t = std::time::Instant::now();
+        for i in 0..n {
+            f(&out.logits[i * v..(i + 1) * v], i);
+        }
+        t.elapsed().as_secs_f64() * 1e3 / n as f64
+    };
+    let sampling =
+        per_position(&mut |l, i| assert_eq!(sample(l, &p, position(i), &mut sampler), done.output[i]));
+    let gap = per_position(&mut |l, i| {
+        std::hint::black_box(token_gap(l, &p, position(i), done.output[i], 0.02, &mut sampler));
+    });
+    let rec = per_position(&mut |l, i| {
+        std::hint::black_box(record(l, &out.hidden[i * d..(i + 1) * d], &basis));
+    });
+    eprintln!("{n} positions, each: sample {sampling:.3} ms, token gap {gap:.3} ms, record {rec:.3} ms");
+}
