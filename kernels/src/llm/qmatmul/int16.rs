@@ -6,14 +6,17 @@
 //! For one block of 32 inputs of a row and one feature with `w = d·q + m`:
 //!
 //! ```text
-//!  x ≈ s·x̂,  s = max|x| / 32767,  x̂ = round(x / s)  (i16, ties to even)
+//!  x ≈ s·x̂,  s = max|x| / 32767,  x̂ = round(x · (32767 / max|x|))  (i16, ties to even)
 //!  Σ x·w ≈ d·s·Σ q·x̂ + m·Σ x
 //! ```
 //!
 //! `Σ q·x̂` is exact in i32 (at most 32 · 128 · 32767 < 2³¹), and `Σ x` is
-//! the block's f32 sum. The only rounding beyond f32's is `x̂`'s, at most
-//! 2⁻¹⁶ of the block's largest magnitude: a hundred times finer than bf16
-//! activations, which validation already tolerates. Each output is
+//! the block's f32 sum (the halves lane by lane, then a fixed tree). The
+//! only rounding beyond f32's is `x̂`'s, at most 2⁻¹⁶ of the block's largest
+//! magnitude: finer than bf16 activations (2⁻⁹ of each value), which
+//! validation already tolerates, for every value above 1/128 of its block's
+//! largest. A block of zeros gives zero, one holding a NaN or an infinity
+//! NaN outputs. Each output is
 //!
 //! ```text
 //!  y = fma(m_b, Σx_b, fma(f32(Σ q·x̂)_b, d_b·s_b, y))   over blocks b in order
