@@ -80,30 +80,44 @@ fn block_counter(block: u64) -> u32 {
     u32::try_from(block).expect("ChaCha20 block counter overflow: stream longer than 256 GiB")
 }
 
-/// Sixteen consecutive blocks starting at `counter`, written in stream order
-/// (block-major) to `out[..256]`.
+/// The twenty rounds on sixteen states side by side (`x[word][lane]`).
 #[inline(always)]
-fn blocks16(key: &StreamKey, counter: u32, out: &mut [u32]) {
+fn rounds16(x: &mut [[u32; LANES]; 16]) {
+    for _ in 0..10 {
+        quarter16(x, 0, 4, 8, 12);
+        quarter16(x, 1, 5, 9, 13);
+        quarter16(x, 2, 6, 10, 14);
+        quarter16(x, 3, 7, 11, 15);
+        quarter16(x, 0, 5, 10, 15);
+        quarter16(x, 1, 6, 11, 12);
+        quarter16(x, 2, 7, 8, 13);
+        quarter16(x, 3, 4, 9, 14);
+    }
+}
+
+/// The initial states of sixteen blocks, lane `j` block `counters[j]`.
+#[inline(always)]
+fn states16(key: &StreamKey, counters: [u32; LANES]) -> [[u32; LANES]; 16] {
     let init = key.initial_state(0);
-    // x[word][lane]: lane j is block `counter + j`.
     let mut x = [[0u32; LANES]; 16];
     for (w, row) in x.iter_mut().enumerate() {
         *row = [init[w]; LANES];
     }
-    for (j, c) in x[12].iter_mut().enumerate() {
+    x[12] = counters;
+    x
+}
+
+/// Sixteen consecutive blocks starting at `counter`, written in stream order
+/// (block-major) to `out[..256]`.
+#[inline(always)]
+fn blocks16(key: &StreamKey, counter: u32, out: &mut [u32]) {
+    let mut counters = [0u32; LANES];
+    for (j, c) in counters.iter_mut().enumerate() {
         *c = counter.wrapping_add(j as u32);
     }
-    let start = x;
-    for _ in 0..10 {
-        quarter16(&mut x, 0, 4, 8, 12);
-        quarter16(&mut x, 1, 5, 9, 13);
-        quarter16(&mut x, 2, 6, 10, 14);
-        quarter16(&mut x, 3, 7, 11, 15);
-        quarter16(&mut x, 0, 5, 10, 15);
-        quarter16(&mut x, 1, 6, 11, 12);
-        quarter16(&mut x, 2, 7, 8, 13);
-        quarter16(&mut x, 3, 4, 9, 14);
-    }
+    let start = states16(key, counters);
+    let mut x = start;
+    rounds16(&mut x);
     // Transpose lanes back to stream order while adding the input state.
     for j in 0..LANES {
         for w in 0..16 {
@@ -124,6 +138,44 @@ fn quarter16(x: &mut [[u32; LANES]; 16], a: usize, b: usize, c: usize, d: usize)
         x[d][j] = (x[d][j] ^ x[a][j]).rotate_left(8);
         x[c][j] = x[c][j].wrapping_add(x[d][j]);
         x[b][j] = (x[b][j] ^ x[c][j]).rotate_left(7);
+    }
+}
+
+/// Stream words at scattered positions: `out[i]` is word `at[i]`. Sixteen
+/// positions share one pass of the wide block function, so a few hundred
+/// words cost about as many blocks as there are positions over sixteen.
+pub fn words_at(key: &StreamKey, at: &[u32], out: &mut [u32]) {
+    assert_eq!(at.len(), out.len(), "one output per position");
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F, checked just above.
+        unsafe { words_at_avx512(key, at, out) };
+        return;
+    }
+    words_at_generic(key, at, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn words_at_avx512(key: &StreamKey, at: &[u32], out: &mut [u32]) {
+    words_at_generic(key, at, out);
+}
+
+#[inline(always)]
+fn words_at_generic(key: &StreamKey, at: &[u32], out: &mut [u32]) {
+    let bw = BLOCK_WORDS as u32;
+    for (at, out) in at.chunks(LANES).zip(out.chunks_mut(LANES)) {
+        let mut counters = [0u32; LANES];
+        for (c, k) in counters.iter_mut().zip(at) {
+            *c = k / bw;
+        }
+        let start = states16(key, counters);
+        let mut x = start;
+        rounds16(&mut x);
+        for (j, (k, o)) in at.iter().zip(out).enumerate() {
+            let w = (k % bw) as usize;
+            *o = x[w][j].wrapping_add(start[w][j]);
+        }
     }
 }
 
@@ -198,6 +250,23 @@ mod tests {
 
     fn hex_of(b: &[u8]) -> String {
         b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
+    fn scattered_words_are_the_stream_words() {
+        let key = StreamKey::new(&[7; 32]);
+        let mut stream = vec![0u32; 4096];
+        fill_words(&key, 0, &mut stream);
+        for n in [0, 1, 15, 16, 17, 40] {
+            let at: Vec<u32> = (0..n).map(|i| (i * 977 + 13) % 4096).collect();
+            let mut got = vec![0u32; n as usize];
+            words_at(&key, &at, &mut got);
+            let want: Vec<u32> = at.iter().map(|&k| stream[k as usize]).collect();
+            assert_eq!(got, want, "{n} positions");
+            let mut generic = vec![0u32; n as usize];
+            words_at_generic(&key, &at, &mut generic);
+            assert_eq!(generic, want, "{n} positions, portable path");
+        }
     }
 
     #[test]

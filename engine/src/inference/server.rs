@@ -20,9 +20,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use gonka_kernels::llm::artifact::{Artifact, CheckReport, Claim, DigestBasis, Thresholds, check, record};
+use gonka_kernels::llm::artifact::{
+    Artifact, CheckReport, Claim, DigestBasis, Thresholds, check, record_with,
+};
 use gonka_kernels::llm::llama::{KvCache, LlamaError, LlamaScratch, Outputs, SeqStep};
-use gonka_kernels::llm::sampling::{SamplerScratch, SamplingParams, sample};
+use gonka_kernels::llm::sampling::{RowStats, SamplerScratch, SamplingParams, sample_with};
 use thiserror::Error;
 
 use super::model::ServedModel;
@@ -451,8 +453,9 @@ impl Worker {
             let logits = &out.logits[row * v..(row + 1) * v];
             let hidden = &out.hidden[row * d..(row + 1) * d];
             row += 1;
-            let token = sample(logits, &a.params, a.cache.len() as u32, &mut self.sampler);
-            a.artifact.records.push(record(logits, hidden, &self.basis));
+            let stats = RowStats::new(logits, a.params.temperature);
+            let token = sample_with(logits, &stats, &a.params, a.cache.len() as u32, &mut self.sampler);
+            a.artifact.records.push(record_with(&stats, hidden, &self.basis));
             a.output.push(token);
             a.first_token.get_or_insert_with(|| a.submitted.elapsed());
             self.stats.tokens.fetch_add(1, Ordering::Relaxed);

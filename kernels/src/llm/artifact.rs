@@ -23,12 +23,11 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use super::llama::{Llama, LlamaError, LlamaScratch, Outputs, SeqStep};
-use super::sampling::{SamplerScratch, SamplingParams, sample, token_gap};
+use super::sampling::{ROW_TOP, RowStats, SamplerScratch, SamplingParams, sample_with, token_gap_with};
 use crate::chacha::{StreamKey, fill_words};
-use crate::simd::sum_exp;
 
 /// Log-probs recorded per token.
-pub const TOP_K: usize = 4;
+pub const TOP_K: usize = ROW_TOP;
 
 /// Tokens per artifact chunk.
 pub const CHUNK_TOKENS: usize = 32;
@@ -130,46 +129,67 @@ impl DigestBasis {
 
     /// Bit `i` is set when the projection of `h` on direction `i` is positive.
     pub fn digest(&self, h: &[f32]) -> u64 {
-        debug_assert_eq!(h.len(), self.d);
-        let mut bits = 0u64;
-        for (i, dir) in self.directions.chunks_exact(self.d).enumerate() {
-            let p: f32 = dir.iter().zip(h).map(|(a, b)| a * b).sum();
-            if p > 0.0 {
-                bits |= 1 << i;
+        assert_eq!(h.len(), self.d, "hidden state of the basis's width");
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::has_avx512() {
+            // SAFETY: AVX-512F is present, checked by `has_avx512`.
+            return unsafe { digest_avx512(&self.directions, h) };
+        }
+        digest_generic(&self.directions, h)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn digest_avx512(directions: &[f32], h: &[f32]) -> u64 {
+    digest_generic(directions, h)
+}
+
+/// Each projection summed in sixteen lanes, folded in halves: a fixed order,
+/// the same bits on every build.
+#[inline(always)]
+fn digest_generic(directions: &[f32], h: &[f32]) -> u64 {
+    const LANES: usize = 16;
+    let mut bits = 0u64;
+    for (i, dir) in directions.chunks_exact(h.len()).enumerate() {
+        let mut acc = [0f32; LANES];
+        let (body, tail) = (dir.len() / LANES * LANES, dir.len() % LANES);
+        for (a, b) in dir[..body].chunks_exact(LANES).zip(h[..body].chunks_exact(LANES)) {
+            for j in 0..LANES {
+                acc[j] += a[j] * b[j];
             }
         }
-        bits
+        for j in 0..tail {
+            acc[j] += dir[body + j] * h[body + j];
+        }
+        let mut w = LANES;
+        while w > 1 {
+            w /= 2;
+            for j in 0..w {
+                acc[j] += acc[j + w];
+            }
+        }
+        if acc[0] > 0.0 {
+            bits |= 1 << i;
+        }
     }
+    bits
 }
 
 /// `log softmax(logits)[id]` for the top ids, from one row.
 pub fn record(logits: &[f32], hidden: &[f32], basis: &DigestBasis) -> TokenRecord {
-    record_with(logits, log_sum_exp(logits), hidden, basis)
+    record_with(&RowStats::new(logits, 1.0), hidden, basis)
 }
 
-/// [`record`] given the row's log-sum-exp.
-fn record_with(logits: &[f32], lse: f64, hidden: &[f32], basis: &DigestBasis) -> TokenRecord {
-    let mut top: [(u32, f32); TOP_K] = [(0, f32::NEG_INFINITY); TOP_K];
-    for (i, &v) in logits.iter().enumerate() {
-        if v > top[TOP_K - 1].1 {
-            let mut at = TOP_K - 1;
-            while at > 0 && v > top[at - 1].1 {
-                top[at] = top[at - 1];
-                at -= 1;
-            }
-            top[at] = (i as u32, v);
-        }
-    }
+/// [`record`] given the row's statistics (at any temperature: the record's
+/// log-probs are at temperature 1).
+pub fn record_with(stats: &RowStats, hidden: &[f32], basis: &DigestBasis) -> TokenRecord {
+    let lse = stats.log_sum_exp();
     TokenRecord {
-        top_ids: top.map(|t| t.0),
-        top_logprobs: top.map(|t| (t.1 as f64 - lse) as f32),
+        top_ids: stats.top.map(|t| t.0),
+        top_logprobs: stats.top.map(|t| (t.1 as f64 - lse) as f32),
         digest: basis.digest(hidden),
     }
-}
-
-fn log_sum_exp(logits: &[f32]) -> f64 {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-    max + sum_exp(logits, max, 1.0).ln()
 }
 
 /// How far an honest validator's recomputation may drift from the executor's.
@@ -290,13 +310,22 @@ pub fn check(
         .map_init(SamplerScratch::default, |sampler, (t, (&token, rec))| {
             let logits = &out.logits[t * v..(t + 1) * v];
             let position = (claim.prompt.len() + t) as u32;
-            let gap = token_gap(logits, &claim.params, position, token, thresholds.nucleus_slack, sampler);
+            let stats = RowStats::new(logits, claim.params.temperature);
+            let gap = token_gap_with(
+                logits,
+                &stats,
+                &claim.params,
+                position,
+                token,
+                thresholds.nucleus_slack,
+                sampler,
+            );
             if gap > thresholds.token_margin {
                 // Later positions are never looked at.
                 return Judged { gap, drift: 0.0, bits: 0 };
             }
-            let lse = log_sum_exp(logits);
-            let mine = record_with(logits, lse, &out.hidden[t * d..(t + 1) * d], &basis);
+            let lse = stats.log_sum_exp();
+            let mine = record_with(&stats, &out.hidden[t * d..(t + 1) * d], &basis);
             let mut drift = 0f32;
             for (&id, &lp) in rec.top_ids.iter().zip(&rec.top_logprobs) {
                 let Some(&l) = logits.get(id as usize) else {
@@ -375,8 +404,9 @@ pub fn generate(
         let out = model
             .step(&mut [SeqStep { cache: &mut cache, tokens: &next, outputs: Outputs::Last }], scratch)?;
         let logits = &out.logits[..v];
-        let token = sample(logits, params, cache.len() as u32, &mut sampler);
-        completion.artifact.records.push(record(logits, &out.hidden, &basis));
+        let stats = RowStats::new(logits, params.temperature);
+        let token = sample_with(logits, &stats, params, cache.len() as u32, &mut sampler);
+        completion.artifact.records.push(record_with(&stats, &out.hidden, &basis));
         completion.output.push(token);
         if stop_tokens.contains(&token) {
             break;

@@ -288,4 +288,14 @@ fn print_judging() {
         std::hint::black_box(record(l, &out.hidden[i * d..(i + 1) * d], &basis));
     });
     eprintln!("{n} positions, each: sample {sampling:.3} ms, token gap {gap:.3} ms, record {rec:.3} ms");
+    let exps = per_position(&mut |l, _| {
+        std::hint::black_box(gonka_kernels::llm::sampling::RowStats::new(l, 0.8));
+    });
+    let plain = per_position(&mut |l, _| {
+        std::hint::black_box(gonka_kernels::llm::sampling::RowStats::new(l, 1.0));
+    });
+    let digest = per_position(&mut |_, i| {
+        std::hint::black_box(basis.digest(&out.hidden[i * d..(i + 1) * d]));
+    });
+    eprintln!("of which: row statistics {exps:.3} ms (temperature 1: {plain:.3} ms), digest {digest:.3} ms");
 }
