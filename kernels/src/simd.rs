@@ -27,80 +27,6 @@ pub fn exp_f32(x: f32) -> f32 {
     p * scale
 }
 
-/// `e^x` in f64 for `x ≤ 709`, clamped below at −708 (where it is about
-/// 3e-308), within a few ulp: range reduction by `ln 2` in two parts, the
-/// Taylor polynomial to degree 12 (|r| ≤ 0.347: truncation below 2e-16),
-/// and the exponent added to the bits. Branch-free, so it vectorises, and
-/// the same operations on every build, so every host gets the same bits.
-#[inline(always)]
-pub fn exp_f64(x: f64) -> f64 {
-    const LOG2E: f64 = std::f64::consts::LOG2_E;
-    // ln 2 split so that n·LN2_HI is exact for |n| < 2^11 (fdlibm's split).
-    const LN2_HI: f64 = f64::from_bits(0x3FE6_2E42_FEE0_0000);
-    const LN2_LO: f64 = f64::from_bits(0x3DEA_39EF_3579_3C76);
-    // 1.5·2^52: adding it rounds to an integer held in the low mantissa bits.
-    const MAGIC: f64 = 6_755_399_441_055_744.0;
-    let x = x.clamp(-708.0, 709.0);
-    let t = x * LOG2E + MAGIC;
-    let n = t - MAGIC;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let mut p = 1.0 / 479_001_600.0;
-    for c in [
-        1.0 / 39_916_800.0,
-        1.0 / 3_628_800.0,
-        1.0 / 362_880.0,
-        1.0 / 40_320.0,
-        1.0 / 5_040.0,
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-        1.0,
-        1.0,
-    ] {
-        p = p * r + c;
-    }
-    // 2^n through the exponent bits; n ∈ [-1021, 1023] after the clamp.
-    let ni = t.to_bits().wrapping_sub(MAGIC.to_bits()) as i64;
-    p * f64::from_bits(((ni + 1023) as u64) << 52)
-}
-
-/// `Σ e^((v − max)/t)` over `values`, with [`exp_f64`]: eight lanes summed
-/// in order, a fixed tree, then the tail in order.
-pub fn sum_exp(values: &[f32], max: f64, t: f64) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx512() {
-        // SAFETY: AVX-512F is present, checked by `has_avx512`.
-        return unsafe { sum_exp_avx512(values, max, t) };
-    }
-    sum_exp_generic(values, max, t)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn sum_exp_avx512(values: &[f32], max: f64, t: f64) -> f64 {
-    sum_exp_generic(values, max, t)
-}
-
-#[inline(always)]
-fn sum_exp_generic(values: &[f32], max: f64, t: f64) -> f64 {
-    let mut acc = [0f64; 8];
-    let chunks = values.chunks_exact(8);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for i in 0..8 {
-            acc[i] += exp_f64((c[i] as f64 - max) / t);
-        }
-    }
-    let a = [acc[0] + acc[4], acc[1] + acc[5], acc[2] + acc[6], acc[3] + acc[7]];
-    let mut sum = (a[0] + a[2]) + (a[1] + a[3]);
-    for &v in tail {
-        sum += exp_f64((v as f64 - max) / t);
-    }
-    sum
-}
-
 /// `h = silu(gate) ⊙ up` for rows laid out `[gate (f) | up (f)]`.
 pub fn swiglu_rows(ffn: &[f32], f: usize, h: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
@@ -187,29 +113,6 @@ mod tests {
             x += 0.001_37;
         }
         assert!(worst < 3e-7, "worst relative error {worst:e}");
-    }
-
-    #[test]
-    fn exp_f64_matches_std_to_a_few_ulp() {
-        let mut worst = 0f64;
-        let mut x = -708.0f64;
-        while x < 709.0 {
-            let want = x.exp();
-            worst = worst.max(((exp_f64(x) - want) / want).abs());
-            x += 0.013_7;
-        }
-        assert!(worst < 1e-15, "worst relative error {worst:e}");
-        assert_eq!(exp_f64(0.0), 1.0);
-        assert!(exp_f64(-1e9) > 0.0 && exp_f64(-1e9) < 1e-307, "clamped below");
-    }
-
-    #[test]
-    fn sum_exp_is_the_sum_on_every_build() {
-        let values: Vec<f32> = (0..49_157).map(|i| ((i * 7919) % 1000) as f32 / 40.0 - 12.0).collect();
-        let want: f64 = values.iter().map(|&v| ((v as f64 - 13.0) / 0.8).exp()).sum();
-        let got = sum_exp(&values, 13.0, 0.8);
-        assert!(((got - want) / want).abs() < 1e-13, "{got} vs {want}");
-        assert_eq!(got.to_bits(), sum_exp_generic(&values, 13.0, 0.8).to_bits(), "dispatched vs portable");
     }
 
     #[test]
