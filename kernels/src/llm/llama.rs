@@ -1014,10 +1014,13 @@ mod tests {
     }
 }
 
+/// Timing of attention for development (`--ignored --nocapture`).
 #[cfg(test)]
 mod attend_speed {
     use super::*;
 
+    /// One thread, heads of 64 over 16, 84 and 166 cached positions, one
+    /// query head alone and three sharing a key/value head.
     #[test]
     #[ignore]
     fn print_attend() {

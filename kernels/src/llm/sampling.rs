@@ -210,7 +210,7 @@ fn fold_lanes(mut a: [f64; LANES]) -> f64 {
     a[0]
 }
 
-/// The two sums of exponentials and the cutoff counts of [`RowStats`]; the
+/// The two sums of exponentials and the cutoff masses of [`RowStats`]; the
 /// tempered sum is the plain one when `TEMPERED` is false (`inv_t` = 1).
 #[inline(always)]
 fn exp_sums<const TEMPERED: bool>(logits: &[f32], max: f32, inv_t: f32) -> ExpSums {
@@ -227,7 +227,7 @@ fn exp_sums<const TEMPERED: bool>(logits: &[f32], max: f32, inv_t: f32) -> ExpSu
 }
 
 impl ExpLanes {
-    /// Adds the last, partial chunk and folds the lanes.
+    /// Adds the last, partial chunk (lane by lane) and folds the lanes.
     #[inline(always)]
     fn finish<const TEMPERED: bool>(mut self, tail: &[f32], max: f32, inv_t: f32) -> ExpSums {
         for (lane, &l) in tail.iter().enumerate() {
@@ -240,8 +240,8 @@ impl ExpLanes {
 }
 
 /// [`exp_sums`] in 512-bit registers: the portable code keeps its sixteen
-/// f64 lanes and counters in memory. The same operations lane by lane, so
-/// the same bits.
+/// f64 lanes and cutoff masses in memory. The same operations lane by lane,
+/// so the same bits.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
@@ -256,7 +256,8 @@ mod x86 {
         const LN2_LO: f32 = -2.121_944_4e-4;
         const MAGIC: f32 = 12_582_912.0;
         let c = _mm512_set1_ps;
-        let x = _mm512_min_ps(_mm512_max_ps(x, c(-87.0)), c(88.0));
+        // `f32::clamp`: the register operand second, so a NaN stays a NaN.
+        let x = _mm512_min_ps(c(88.0), _mm512_max_ps(c(-87.0), x));
         let t = _mm512_add_ps(_mm512_mul_ps(x, c(LOG2E)), c(MAGIC));
         let n = _mm512_sub_ps(t, c(MAGIC));
         let r = _mm512_sub_ps(_mm512_sub_ps(x, _mm512_mul_ps(n, c(LN2_HI))), _mm512_mul_ps(n, c(LN2_LO)));
@@ -486,16 +487,14 @@ fn scores(
     let key = noise_key(p.seed, position);
     // Scattered words cost a sixteenth of a block each, the whole stream a
     // sixteenth of a block per token.
-    let words = &mut s.words;
+    let (words, t) = (&mut s.words, p.temperature as f64);
     if candidates.len() * LANES >= logits.len() {
         words.resize(logits.len(), 0);
         fill_words(&key, 0, words);
-        let t = p.temperature as f64;
         candidates.iter().map(|&i| (i, logits[i as usize] as f64 / t + gumbel(words[i as usize]))).collect()
     } else {
         words.resize(candidates.len(), 0);
         words_at(&key, candidates, words);
-        let t = p.temperature as f64;
         candidates
             .iter()
             .zip(words.iter())
