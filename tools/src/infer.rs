@@ -479,10 +479,13 @@ fn cost(
     s: &mut LlamaScratch,
 ) -> anyhow::Result<()> {
     let (mut ratios, mut checks, mut generations) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut prompts, mut outputs) = (Vec::new(), Vec::new());
     for c in cases.iter().take(16) {
         let t = Instant::now();
         let g = generate(executor, &c.prompt, &c.params, a.tokens, stop, s)?;
         let generate_s = t.elapsed().as_secs_f64();
+        prompts.push(c.prompt.len() as f64);
+        outputs.push(g.output.len() as f64);
         let t = Instant::now();
         judge.run(c, &g.output, &g.artifact, c.params, s)?;
         let check_s = t.elapsed().as_secs_f64();
@@ -492,12 +495,14 @@ fn cost(
     }
     println!(
         "validator cost: median {:.1}% of generating the completion at batch 1 ({} cases of ≤ {} tokens; \
-         medians: check {:.1} ms, generation {:.1} ms)",
+         medians: check {:.1} ms, generation {:.1} ms, prompt {} and output {} tokens)",
         100.0 * median(ratios.clone()),
         ratios.len(),
         a.tokens,
         median(checks),
-        median(generations)
+        median(generations),
+        median(prompts),
+        median(outputs)
     );
     Ok(())
 }
