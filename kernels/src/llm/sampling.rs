@@ -195,6 +195,17 @@ impl ExpLanes {
             m[lane] += if x > -c { e } else { 0.0 };
         }
     }
+
+    /// Adds the last, partial chunk (lane by lane) and folds the lanes.
+    #[inline(always)]
+    fn finish<const TEMPERED: bool>(mut self, tail: &[f32], max: f32, inv_t: f32) -> ExpSums {
+        for (lane, &l) in tail.iter().enumerate() {
+            self.add::<TEMPERED>(lane, l, max, inv_t);
+        }
+        let tempered = fold_lanes(self.tempered);
+        let plain = if TEMPERED { fold_lanes(self.plain) } else { tempered };
+        (tempered, plain, self.within.map(|m| fold_lanes(m.map(f64::from))))
+    }
 }
 
 /// Lanes folded in halves, a fixed order.
@@ -224,19 +235,6 @@ fn exp_sums<const TEMPERED: bool>(logits: &[f32], max: f32, inv_t: f32) -> ExpSu
         }
     }
     acc.finish::<TEMPERED>(tail, max, inv_t)
-}
-
-impl ExpLanes {
-    /// Adds the last, partial chunk (lane by lane) and folds the lanes.
-    #[inline(always)]
-    fn finish<const TEMPERED: bool>(mut self, tail: &[f32], max: f32, inv_t: f32) -> ExpSums {
-        for (lane, &l) in tail.iter().enumerate() {
-            self.add::<TEMPERED>(lane, l, max, inv_t);
-        }
-        let tempered = fold_lanes(self.tempered);
-        let plain = if TEMPERED { fold_lanes(self.plain) } else { tempered };
-        (tempered, plain, self.within.map(|m| fold_lanes(m.map(f64::from))))
-    }
 }
 
 /// [`exp_sums`] in 512-bit registers: the portable code keeps its sixteen
